@@ -1,0 +1,142 @@
+"""Context managers that touch a model only for as long as a ``with`` block lasts.
+
+Every visualization in this package goes through these: forward hooks that record layer outputs, a hook that ends
+the forward pass early, and a context that puts the model in eval mode. Each one restores what it changed in a
+``finally`` clause, so nothing is left behind, also when the block raises.
+
+Example::
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from lightning_cnnsee.hooks import record_outputs
+    >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    >>> with record_outputs(model, ["0"]) as outputs:
+    ...     _ = model(torch.rand(2, 3, 8, 8))
+    >>> outputs["0"].shape
+    torch.Size([2, 4, 6, 6])
+    >>> len(model[0]._forward_hooks)
+    0
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from lightning_cnnsee.layers import resolve_layer_names
+
+
+class StopForward(Exception):
+    """Raised by :func:`stop_after` to end a forward pass once the layers of interest have run."""
+
+
+def get_modules(model: nn.Module, names: Sequence[str]) -> dict[str, nn.Module]:
+    """Return ``{name: module}`` for names of ``model.named_modules()``; raises ``ValueError`` naming close matches."""
+    resolve_layer_names(model, names)
+    modules = dict(model.named_modules())
+    return {name: modules[name] for name in names}
+
+
+@contextlib.contextmanager
+def record_outputs(model: nn.Module, names: Sequence[str], *, detach: bool = False) -> Iterator[dict[str, object]]:
+    """Record the output of each named layer during the forward passes run inside the block.
+
+    The first output of each layer is kept (a layer called twice keeps its first call). The recorded tensor is the
+    one the layer returned; the hook hands a copy on to the rest of the network so that a later in-place operation
+    (``nn.ReLU(inplace=True)``) cannot change the recorded values. With ``detach=True`` the recorded tensors carry
+    no autograd graph.
+    """
+    modules = get_modules(model, names)
+    outputs: dict[str, object] = {}
+    handles = []
+
+    def make_hook(name: str):
+        def hook(module: nn.Module, args: object, output: object) -> object:
+            if name in outputs:
+                return None
+            if isinstance(output, torch.Tensor):
+                outputs[name] = output.detach() if detach else output
+                return output.clone()
+            outputs[name] = output
+            return None
+
+        return hook
+
+    try:
+        for name, module in modules.items():
+            handles.append(module.register_forward_hook(make_hook(name)))
+        yield outputs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
+def stop_after(model: nn.Module, names: Sequence[str]) -> Iterator[None]:
+    """End the forward pass (raise :class:`StopForward`) once every named layer has produced its output.
+
+    The exception is swallowed when it leaves the block, so ``with stop_after(m, ["3"]): m(x)`` simply runs the
+    network up to layer ``"3"``. Hooks registered before this context (for example by :func:`record_outputs`) run
+    first, so their records are complete when the pass stops.
+    """
+    modules = get_modules(model, names)
+    pending = set(names)
+    handles = []
+
+    def make_hook(name: str):
+        def hook(module: nn.Module, args: object, output: object) -> None:
+            pending.discard(name)
+            if not pending:
+                raise StopForward(name)
+
+        return hook
+
+    try:
+        for name, module in modules.items():
+            handles.append(module.register_forward_hook(make_hook(name)))
+        try:
+            yield
+        except StopForward:
+            pass
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every module in eval mode inside the block and give each its own ``training`` flag back afterwards.
+
+    Eval mode makes BatchNorm use (and not update) its running statistics and turns Dropout off, so each image is
+    treated on its own and the training state is not disturbed.
+    """
+    flags = [(module, module.training) for module in model.modules()]
+    try:
+        model.eval()
+        yield model
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+@contextlib.contextmanager
+def gradients_enabled() -> Iterator[None]:
+    """Allow autograd inside the block, even inside ``torch.inference_mode()`` or ``torch.no_grad()``.
+
+    Lightning runs validation under inference mode; a visualization started from a validation hook still needs
+    gradients with respect to activations or input images.
+    """
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def count_hooks(model: nn.Module) -> int:
+    """Number of forward, forward-pre and backward hooks registered on all modules of ``model``."""
+    total = 0
+    for module in model.modules():
+        total += len(module._forward_hooks) + len(module._forward_pre_hooks)
+        total += len(module._backward_hooks) + len(getattr(module, "_backward_pre_hooks", {}))
+    return total
