@@ -6,12 +6,14 @@ The core (:func:`grad_cam`, :func:`capture_activations`, :func:`filter_ascent`) 
 
 from lightning_cnnsee.activations import capture_activations
 from lightning_cnnsee.ascent import AscentResult, filter_ascent
+from lightning_cnnsee.callback import CNNSee
 from lightning_cnnsee.cam import CAM_METHODS, grad_cam
 from lightning_cnnsee.layers import pick_layers
 
 __all__ = [
     "CAM_METHODS",
     "AscentResult",
+    "CNNSee",
     "capture_activations",
     "filter_ascent",
     "grad_cam",

@@ -167,7 +167,7 @@ class _Objective:
                 f"(valid: 0..{num_channels - 1})."
             )
         picked = output[torch.arange(output.shape[0], device=output.device), self.channels.to(output.device)]
-        return picked.float().flatten(1).mean(dim=1)
+        return picked.float().reshape(picked.shape[0], -1).mean(dim=1)
 
 
 def filter_ascent(

@@ -1,0 +1,481 @@
+"""The PyTorch Lightning callback: Grad-CAM, filter and class ascent, and activations in TensorBoard while training.
+
+Example::
+
+    >>> import pytorch_lightning as pl
+    >>> from lightning_cnnsee import CNNSee
+    >>> trainer = pl.Trainer(callbacks=[CNNSee()], max_epochs=1, logger=False, enable_progress_bar=False)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor
+
+from lightning_cnnsee.activations import capture_activations
+from lightning_cnnsee.ascent import AscentResult, filter_ascent
+from lightning_cnnsee.batches import BatchKey, copy_to_cpu, split_batch
+from lightning_cnnsee.cam import CAM_METHODS, cams_and_logits, grad_cam
+from lightning_cnnsee.hooks import eval_mode, gradients_enabled
+from lightning_cnnsee.layers import LayerPicks, pick_layers, resolve_layer_names
+from lightning_cnnsee.render import denormalize, render_activations, render_gradcam, render_patterns
+from lightning_cnnsee.writers import ImageWriter, PngWriter, tensorboard_writers
+
+Technique = Literal["gradcam", "filters", "classes", "activations"]
+CamMethod = Literal["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam"]
+TECHNIQUES: tuple[str, ...] = ("gradcam", "filters", "classes", "activations")
+TAG_PREFIX = "cnnsee"
+
+
+@dataclass
+class _Results:
+    """What one visualization run produced, before rendering."""
+
+    logits: Tensor | None = None
+    cams_predicted: dict[str, Tensor] = field(default_factory=dict)
+    cams_true: dict[str, Tensor] = field(default_factory=dict)
+    activations: dict[str, Tensor] = field(default_factory=dict)
+    filters: dict[str, AscentResult] = field(default_factory=dict)
+    classes: AscentResult | None = None
+
+
+def _positive(name: str, value: int | float | None, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        extra = " or None to turn it off" if allow_none else ""
+        raise ValueError(f"{name} must be a positive number{extra}, got {value!r}.")
+
+
+class CNNSee(pl.Callback):
+    """See what your CNN sees while it trains: Grad-CAM heat maps, filter and class ascent, activation grids.
+
+    With no arguments it picks the layers itself (the last convolutional block for Grad-CAM, three conv layers
+    spread through the depth for filters and activations, the last ``nn.Linear`` for classes), says which, and
+    logs to every TensorBoard logger of the trainer at each epoch end, before the first optimizer step (a
+    baseline), and at the end of training. The images are a fixed batch of ``num_samples`` validation images,
+    taken from the batches Lightning passes through validation (the sanity check counts) and kept on the CPU.
+
+    Args:
+        num_samples: how many validation images to follow.
+        every_n_epochs: run at the end of every n-th training epoch (``None``: never by epochs).
+        every_n_steps: run every n optimizer steps (``None``: never by steps).
+        filters_every_n_runs: filter and class ascent, the costly part, only every n-th run (always at the
+            baseline and the final run).
+        techniques: any of ``"gradcam"``, ``"filters"``, ``"classes"``, ``"activations"``.
+        layers: layer names (from ``model.named_modules()``) for Grad-CAM, filters and activations at once.
+        gradcam_layers: layers for Grad-CAM (overrides ``layers``); each must output a (N, C, H, W) map.
+        filter_layers: conv layers for filter ascent (overrides ``layers``).
+        activation_layers: layers whose feature maps are shown (overrides ``layers``).
+        class_layer: the layer whose units are the classes (default: the last ``nn.Linear`` with one unit per
+            class; without one, the model's output logits).
+        cam_method: ``"gradcam"``, ``"gradcam++"``, ``"xgradcam"``, ``"layercam"`` or ``"hirescam"``.
+        cam_scale: ``"batch"`` (one colour scale for all heat maps of a run, so weak maps look weak) or
+            ``"image"`` (each map stretched to its own maximum).
+        cam_alpha: heat-map opacity over the image, in [0, 1].
+        num_filters: how many channels per filter layer (the first ones) when ``filter_channels`` is not given.
+        filter_channels: explicit channel indices for every filter layer.
+        classes: class indices for the class patterns (default: the first ``max_classes``).
+        max_classes: how many classes at most by default.
+        class_names: names for captions, indexed by class.
+        activation_channels: feature maps shown per image and layer.
+        ascent_steps: gradient-ascent steps per filter or class image.
+        ascent_lr: Adam learning rate of the ascent.
+        parameterization: ``"fft"`` (decorrelated colour, Fourier basis) or ``"pixel"``.
+        mean: per-channel mean of the input normalization, to show images (and optimize patterns) in [0, 1].
+        std: per-channel standard deviation of the input normalization.
+        image_key: where the images are in a batch (an int for a tuple or list, a string for a dict).
+        label_key: where the labels are in a batch.
+        output_key: where the logits are when the model returns a tuple or dict.
+        seed: seed of the ascent's own random generators (the global random state is never used).
+        strict: re-raise an error inside a visualization instead of warning and going on.
+
+    Example::
+
+        >>> import pytorch_lightning as pl
+        >>> from lightning_cnnsee import CNNSee
+        >>> callback = CNNSee(num_samples=4, every_n_steps=100, mean=[0.5] * 3, std=[0.25] * 3)
+        >>> trainer = pl.Trainer(callbacks=[callback], max_steps=1, logger=False, enable_progress_bar=False)
+    """
+
+    def __init__(
+        self,
+        num_samples: int = 8,
+        every_n_epochs: int | None = 1,
+        every_n_steps: int | None = None,
+        filters_every_n_runs: int = 1,
+        techniques: Sequence[Technique] = TECHNIQUES,  # type: ignore[assignment]
+        layers: list[str] | None = None,
+        gradcam_layers: list[str] | None = None,
+        filter_layers: list[str] | None = None,
+        activation_layers: list[str] | None = None,
+        class_layer: str | None = None,
+        cam_method: CamMethod = "gradcam",
+        cam_scale: Literal["batch", "image"] = "batch",
+        cam_alpha: float = 0.5,
+        num_filters: int = 8,
+        filter_channels: list[int] | None = None,
+        classes: list[int] | None = None,
+        max_classes: int = 10,
+        class_names: list[str] | None = None,
+        activation_channels: int = 16,
+        ascent_steps: int = 64,
+        ascent_lr: float = 0.05,
+        parameterization: Literal["fft", "pixel"] = "fft",
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        image_key: BatchKey = None,
+        label_key: BatchKey = None,
+        output_key: int | str | None = None,
+        seed: int = 0,
+        strict: bool = False,
+    ) -> None:
+        super().__init__()
+        for name, value in [
+            ("num_samples", num_samples),
+            ("filters_every_n_runs", filters_every_n_runs),
+            ("num_filters", num_filters),
+            ("max_classes", max_classes),
+            ("activation_channels", activation_channels),
+            ("ascent_lr", ascent_lr),
+        ]:
+            _positive(name, value)
+        _positive("every_n_epochs", every_n_epochs, allow_none=True)
+        _positive("every_n_steps", every_n_steps, allow_none=True)
+        if not isinstance(ascent_steps, int) or ascent_steps < 0:
+            raise ValueError(f"ascent_steps must be an int >= 0, got {ascent_steps!r}.")
+        unknown = [t for t in techniques if t not in TECHNIQUES]
+        if isinstance(techniques, str) or unknown:
+            raise ValueError(f"Unknown techniques {unknown or techniques!r}; valid choices: {list(TECHNIQUES)}.")
+        if cam_method not in CAM_METHODS:
+            raise ValueError(f"Unknown cam_method {cam_method!r}; valid choices: {sorted(CAM_METHODS)}.")
+        if cam_scale not in ("batch", "image"):
+            raise ValueError(f"Unknown cam_scale {cam_scale!r}; valid choices: ['batch', 'image'].")
+        if parameterization not in ("fft", "pixel"):
+            raise ValueError(f"Unknown parameterization {parameterization!r}; valid choices: ['fft', 'pixel'].")
+        if not 0.0 <= cam_alpha <= 1.0:
+            raise ValueError(f"cam_alpha must be in [0, 1], got {cam_alpha!r}.")
+        for name, values in [("filter_channels", filter_channels), ("classes", classes)]:
+            if values is not None and (not values or min(values) < 0):
+                raise ValueError(f"{name} must be a non-empty list of indices >= 0, got {values!r}.")
+        if mean is not None and std is not None and len(mean) != len(std):
+            raise ValueError(f"mean has {len(mean)} values {mean} but std has {len(std)} values {std}.")
+        if std is not None and any(value <= 0 for value in std):
+            raise ValueError(f"std values must be > 0, got {std}.")
+        self.num_samples = num_samples
+        self.every_n_epochs = every_n_epochs
+        self.every_n_steps = every_n_steps
+        self.filters_every_n_runs = filters_every_n_runs
+        self.techniques = tuple(techniques)
+        self.layers = layers
+        self.gradcam_layers = gradcam_layers
+        self.filter_layers = filter_layers
+        self.activation_layers = activation_layers
+        self.class_layer = class_layer
+        self.cam_method = cam_method
+        self.cam_scale = cam_scale
+        self.cam_alpha = cam_alpha
+        self.num_filters = num_filters
+        self.filter_channels = filter_channels
+        self.classes = classes
+        self.max_classes = max_classes
+        self.class_names = class_names
+        self.activation_channels = activation_channels
+        self.ascent_steps = ascent_steps
+        self.ascent_lr = ascent_lr
+        self.parameterization = parameterization
+        self.mean = mean
+        self.std = std
+        self.image_key = image_key
+        self.label_key = label_key
+        self.output_key = output_key
+        self.seed = seed
+        self.strict = strict
+
+        self._images: Tensor | None = None
+        self._labels: Tensor | None = None
+        self._frozen = False
+        self._runs = 0
+        self._last_step: int | None = None
+        self._picks: LayerPicks | None = None
+        self._activation_layers: list[str] = []
+        self._warned: set[str] = set()
+        self._writers: list[ImageWriter] = []
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        for option in ("layers", "gradcam_layers", "filter_layers", "activation_layers"):
+            names = getattr(self, option)
+            if names is not None:
+                try:
+                    resolve_layer_names(pl_module, names)
+                except ValueError as error:
+                    raise ValueError(f"CNNSee({option}=...): {error}") from None
+        if self.class_layer is not None:
+            try:
+                resolve_layer_names(pl_module, [self.class_layer])
+            except ValueError as error:
+                raise ValueError(f"CNNSee(class_layer=...): {error}") from None
+        self._writers = tensorboard_writers(list(trainer.loggers))
+        if not self._writers and trainer.is_global_zero:
+            folder = self._png_folder(trainer)
+            names = [type(logger).__name__ for logger in trainer.loggers]
+            rank_zero_warn(
+                f"CNNSee found no TensorBoardLogger in trainer.loggers ({names}); writing PNG files under {folder}. "
+                "Add pytorch_lightning.loggers.TensorBoardLogger to see the images in TensorBoard."
+            )
+            self._writers = [PngWriter(folder)]
+
+    @staticmethod
+    def _png_folder(trainer: pl.Trainer) -> str:
+        import os
+
+        root = trainer.log_dir if trainer.loggers and trainer.log_dir else trainer.default_root_dir
+        return os.path.join(root, TAG_PREFIX)
+
+    # ---------------------------------------------------------- fixed images
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self._frozen or dataloader_idx != 0:
+            return
+        try:
+            images, labels = split_batch(batch, self.image_key, self.label_key)
+        except ValueError as error:
+            self._report(error, "reading the validation batch")
+            return
+        have = 0 if self._images is None else self._images.shape[0]
+        take = min(self.num_samples - have, images.shape[0])
+        if take <= 0:
+            return
+        new_images = copy_to_cpu(images[:take])
+        new_labels = None if labels is None else copy_to_cpu(labels[:take])
+        if self._images is None:
+            self._images, self._labels = new_images, new_labels
+        else:
+            self._images = torch.cat([self._images, new_images])
+            if self._labels is not None and new_labels is not None:
+                self._labels = torch.cat([self._labels, new_labels])
+            else:
+                self._labels = None
+        if self._images.shape[0] >= self.num_samples:
+            self._frozen = True
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._images is not None and not self._frozen:
+            self._frozen = True
+            rank_zero_warn(
+                f"CNNSee: validation gave only {self._images.shape[0]} images, fewer than num_samples="
+                f"{self.num_samples}; following those."
+            )
+
+    # -------------------------------------------------------------- schedule
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == 0 and self._runs == 0:
+            self._maybe_run(trainer, pl_module, "baseline")
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.every_n_steps and trainer.global_step > 0 and trainer.global_step % self.every_n_steps == 0:
+            self._maybe_run(trainer, pl_module, "step")
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self._maybe_run(trainer, pl_module, "epoch")
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._maybe_run(trainer, pl_module, "final")
+
+    def _maybe_run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, reason: str) -> None:
+        if self._images is None or self._last_step == trainer.global_step:
+            return
+        self._last_step = trainer.global_step
+        self._runs += 1
+        if not trainer.is_global_zero:
+            return
+        include_patterns = reason in ("baseline", "final") or (self._runs - 1) % self.filters_every_n_runs == 0
+        self.run(trainer, pl_module, include_patterns=include_patterns)
+
+    # ------------------------------------------------------------------- run
+    def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, include_patterns: bool = True) -> None:
+        """Compute, render and log every visualization now, at ``trainer.global_step``; errors are contained."""
+        if self._images is None:
+            return
+        started = time.perf_counter()
+        try:
+            results = self.compute(pl_module, include_patterns=include_patterns)
+            for tag, image in self.render(results).items():
+                self._log_image(tag, image, trainer.global_step)
+        except Exception as error:  # a visualization must never end training
+            if self.strict:
+                raise
+            self._report(error, "a visualization run")
+            return
+        elapsed = time.perf_counter() - started
+        for writer in self._writers:
+            writer.add_scalar(f"{TAG_PREFIX}/wall_time_s", elapsed, trainer.global_step)
+
+    def _report(self, error: BaseException, during: str) -> None:
+        if self.strict:
+            raise error
+        cause = f"{type(error).__name__}: {error}"
+        if cause in self._warned:
+            return
+        self._warned.add(cause)
+        rank_zero_warn(f"CNNSee skipped {during} because of {cause}. Training goes on; CNNSee(strict=True) raises.")
+
+    def _log_image(self, tag: str, image: Tensor, step: int) -> None:
+        for writer in self._writers:
+            writer.add_image(tag, image, step)
+
+    # --------------------------------------------------------------- compute
+    def _input_device_dtype(self, pl_module: pl.LightningModule) -> tuple[torch.device, torch.dtype]:
+        for parameter in pl_module.parameters():
+            if parameter.is_floating_point():
+                return parameter.device, parameter.dtype
+        return pl_module.device, torch.float32
+
+    def resolve_layers(self, pl_module: pl.LightningModule, images: Tensor) -> LayerPicks:
+        """Pick the layers to show (once): the user's choices, and automatic picks for the rest."""
+        if self._picks is not None:
+            return self._picks
+        with gradients_enabled(), eval_mode(pl_module), torch.no_grad():
+            picks = pick_layers(pl_module, images[:1], output_key=self.output_key)
+        if self.layers is not None:
+            picks.gradcam = picks.features = list(self.layers)
+        feature_layers = list(picks.features)
+        if self.gradcam_layers is not None:
+            picks.gradcam = list(self.gradcam_layers)
+        picks.features = list(self.filter_layers) if self.filter_layers is not None else feature_layers
+        self._activation_layers = (
+            list(self.activation_layers) if self.activation_layers is not None else feature_layers
+        )
+        if self.class_layer is not None:
+            picks.classes = self.class_layer
+        rank_zero_info(
+            f"CNNSee layers: Grad-CAM {picks.gradcam}, filters {picks.features}, activations "
+            f"{self._activation_layers}, classes {picks.classes or 'model output'} "
+            f"({picks.num_classes} classes). Set gradcam_layers=, filter_layers=, activation_layers=, class_layer= "
+            "to choose others."
+        )
+        self._picks = picks
+        return picks
+
+    def compute(self, pl_module: pl.LightningModule, *, include_patterns: bool = True) -> _Results:
+        """Run the core on the fixed images; leaves the model exactly as it was (modes, gradients, statistics)."""
+        assert self._images is not None
+        device, dtype = self._input_device_dtype(pl_module)
+        images = self._images.to(device=device, dtype=dtype if self._images.is_floating_point() else torch.float32)
+        images = torch.nan_to_num(images)
+        results = _Results()
+        rng_devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=rng_devices), gradients_enabled():
+            picks = self.resolve_layers(pl_module, images)
+            if "gradcam" in self.techniques and picks.gradcam:
+                results.cams_predicted, results.logits = cams_and_logits(
+                    pl_module, images, picks.gradcam, None, self.cam_method, output_key=self.output_key
+                )
+                if self._labels is not None:
+                    results.cams_true = grad_cam(
+                        pl_module, images, picks.gradcam, self._labels.to(device), self.cam_method,
+                        output_key=self.output_key,
+                    )
+            if "activations" in self.techniques and self._activation_layers:
+                results.activations = capture_activations(pl_module, images, self._activation_layers)
+            if include_patterns:
+                shape = tuple(images.shape[1:])
+                kwargs = dict(
+                    steps=self.ascent_steps, lr=self.ascent_lr, seed=self.seed, mean=self.mean, std=self.std,
+                    parameterization=self.parameterization, output_key=self.output_key,
+                )
+                if "filters" in self.techniques:
+                    for layer in picks.features:
+                        channels = self.filter_channels or list(
+                            range(min(self.num_filters, picks.output_shapes.get(layer, (0, self.num_filters))[1]))
+                        )
+                        results.filters[layer] = filter_ascent(pl_module, layer, channels, shape, **kwargs)
+                if "classes" in self.techniques and picks.num_classes:
+                    classes = self.classes or list(range(min(self.max_classes, picks.num_classes)))
+                    results.classes = filter_ascent(pl_module, picks.classes, classes, shape, **kwargs)
+        return results
+
+    # ---------------------------------------------------------------- render
+    def _class_name(self, index: int) -> str:
+        if self.class_names is not None and 0 <= index < len(self.class_names):
+            return str(self.class_names[index])
+        return str(index)
+
+    def render(self, results: _Results) -> dict[str, Tensor]:
+        """Turn a run's results into ``{tag: (3, H, W) image}``."""
+        assert self._images is not None
+        display = denormalize(self._images, self.mean, self.std)
+        rendered: dict[str, Tensor] = {}
+        if results.cams_predicted and results.logits is not None:
+            probabilities = results.logits.float().softmax(dim=-1).cpu()
+            predicted = probabilities.argmax(dim=-1)
+            labels = self._labels
+            image_captions, predicted_captions, true_captions = [], [], []
+            for index in range(display.shape[0]):
+                guess = int(predicted[index])
+                predicted_captions.append(f"pred {self._class_name(guess)}\np={probabilities[index, guess]:.2f}")
+                if labels is not None:
+                    truth = int(labels[index])
+                    mark = "ok" if guess == truth else "WRONG"
+                    image_captions.append(f"#{index} {mark}\nlabel {self._class_name(truth)}")
+                    true_captions.append(f"true {self._class_name(truth)}\np={probabilities[index, truth]:.2f}")
+                else:
+                    image_captions.append(f"#{index}")
+            mistakes = None if labels is None else predicted != labels.cpu()
+            for layer, cam in results.cams_predicted.items():
+                rows = [cam]
+                captions = [predicted_captions]
+                if layer in results.cams_true:
+                    rows.append(results.cams_true[layer])
+                    captions.append(true_captions)
+                rendered[f"{TAG_PREFIX}/gradcam/{layer}"] = render_gradcam(
+                    display, rows, captions, image_captions=image_captions, mistakes=mistakes,
+                    alpha=self.cam_alpha, scale=self.cam_scale,
+                )
+        for layer, maps in results.activations.items():
+            rendered[f"{TAG_PREFIX}/activations/{layer}"] = render_activations(
+                display, maps, max_channels=self.activation_channels
+            )
+        for layer, result in results.filters.items():
+            captions = [f"ch {c}\n{a:.2f}" for c, a in zip(result.channels, result.activations.tolist())]
+            rendered[f"{TAG_PREFIX}/filters/{layer}"] = render_patterns(result.images, captions)
+        if results.classes is not None:
+            result = results.classes
+            captions = [f"{self._class_name(c)}\n{a:.2f}" for c, a in zip(result.channels, result.activations.tolist())]
+            rendered[f"{TAG_PREFIX}/classes"] = render_patterns(result.images, captions)
+        return rendered
+
+    # ------------------------------------------------------------ checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "images": self._images,
+            "labels": self._labels,
+            "frozen": self._frozen,
+            "runs": self._runs,
+            "last_step": self._last_step,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._images = state_dict.get("images")
+        self._labels = state_dict.get("labels")
+        self._frozen = bool(state_dict.get("frozen", self._images is not None))
+        self._runs = int(state_dict.get("runs", 0))
+        self._last_step = state_dict.get("last_step")
