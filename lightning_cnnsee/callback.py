@@ -231,7 +231,7 @@ class CNNSee(pl.Callback):
                 f"CNNSee found no TensorBoardLogger in trainer.loggers ({names}); writing PNG files under {folder}. "
                 "Add pytorch_lightning.loggers.TensorBoardLogger to see the images in TensorBoard."
             )
-            self._writers = [PngWriter(folder)]
+            self._writers = [PngWriter(folder, strip_prefix=f"{TAG_PREFIX}/")]
 
     @staticmethod
     def _png_folder(trainer: pl.Trainer) -> str:
@@ -379,11 +379,11 @@ class CNNSee(pl.Callback):
         """Run the core on the fixed images; leaves the model exactly as it was (modes, gradients, statistics)."""
         assert self._images is not None
         device, dtype = self._input_device_dtype(pl_module)
-        images = self._images.to(device=device, dtype=dtype if self._images.is_floating_point() else torch.float32)
-        images = torch.nan_to_num(images)
         results = _Results()
         rng_devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=rng_devices), gradients_enabled():
+            images = self._images.to(device=device, dtype=dtype if self._images.is_floating_point() else torch.float32)
+            images = torch.nan_to_num(images)
             picks = self.resolve_layers(pl_module, images)
             if "gradcam" in self.techniques and picks.gradcam:
                 results.cams_predicted, results.logits = cams_and_logits(

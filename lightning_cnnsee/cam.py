@@ -114,7 +114,7 @@ def cams_and_logits(
     combine = CAM_METHODS[check_cam_method(method)]
     layers = list(layers)
     with gradients_enabled(), eval_mode(model), record_outputs(model, layers) as recorded:
-        inputs = images.detach()
+        inputs = images.clone() if images.is_inference() else images.detach()
         logits = select_output(model(inputs), output_key)
         if logits.ndim != 2:
             raise ValueError(f"Expected logits of shape (N, num_classes), got {tuple(logits.shape)}.")

@@ -92,14 +92,19 @@ class LayerPicks:
     output_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
-def trace_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Module, object]]:
-    """Run ``model`` once on ``example`` and return ``(name, module, output)`` in the order the layers finished."""
-    order: list[tuple[str, nn.Module, object]] = []
+def trace_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Module, object, bool]]:
+    """Run ``model`` once on ``example``; return ``(name, module, output, passes_through)`` in finishing order.
+
+    ``passes_through`` is true when a layer returned its own input object (``nn.Identity``, ``nn.Dropout`` in eval
+    mode, an in-place activation): such a layer adds nothing worth looking at.
+    """
+    order: list[tuple[str, nn.Module, object, bool]] = []
     handles = []
 
     def make_hook(name: str):
-        def hook(module: nn.Module, args: object, output: object) -> None:
-            order.append((name, module, output))
+        def hook(module: nn.Module, args: tuple, output: object) -> None:
+            passes_through = bool(args) and output is args[0]
+            order.append((name, module, output, passes_through))
 
         return hook
 
@@ -112,7 +117,7 @@ def trace_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.
     finally:
         for handle in handles:
             handle.remove()
-    order.append(("", model, final))
+    order.append(("", model, final, False))
     return order
 
 
@@ -134,7 +139,9 @@ def pick_layers(
     """Choose layers on a model by running it once on ``example`` (a batch of one input is enough).
 
     - Grad-CAM: the last layer, in execution order, whose output is a (N, C, H, W) map larger than 1x1 (the last
-      convolutional block, before global pooling), as torchcam and the Grad-CAM paper do.
+      convolutional block, before global pooling), as torchcam and the Grad-CAM paper do; layers that hand their
+      input on unchanged (``nn.Dropout`` in eval mode, ``nn.Identity``, in-place activations) are skipped, so the
+      block that made the map is named.
     - Filters and activations: ``num_feature_layers`` ``nn.Conv2d`` layers spread from the first to the last.
     - Classes: the last ``nn.Linear`` layer whose output has as many units as the logits.
     """
@@ -144,20 +151,20 @@ def pick_layers(
     picks = LayerPicks(num_classes=num_classes)
     spatial = [
         name
-        for name, module, out in order[:-1]
-        if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-1] * out.shape[-2] > 1
+        for name, module, out, passes_through in order[:-1]
+        if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-1] * out.shape[-2] > 1 and not passes_through
     ]
     picks.gradcam = spatial[-1:]
     convs: list[str] = []
-    for name, module, out in order[:-1]:
+    for name, module, out, _ in order[:-1]:
         if isinstance(module, nn.Conv2d) and name not in convs:
             convs.append(name)
     picks.features = spread(convs, num_feature_layers)
-    for name, module, out in reversed(order[:-1]):
+    for name, module, out, _ in reversed(order[:-1]):
         if isinstance(module, nn.Linear) and isinstance(out, torch.Tensor) and out.shape[-1] == num_classes:
             picks.classes = name
             break
     picks.output_shapes = {
-        name: tuple(out.shape) for name, module, out in order[:-1] if isinstance(out, torch.Tensor)
+        name: tuple(out.shape) for name, module, out, _ in order[:-1] if isinstance(out, torch.Tensor)
     }
     return picks

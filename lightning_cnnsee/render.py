@@ -118,10 +118,13 @@ def upscale(images: Tensor, min_size: int) -> Tensor:
 
 
 def caption(tiles: Tensor, captions: Sequence[str], colors: Sequence[tuple[float, float, float] | None] | None = None,
-            *, border: int = 2) -> Tensor:
-    """Add a caption strip under each tile (N, 3, H, W); ``colors`` optionally frames a tile (e.g. red: mistake)."""
+            *, border: int = 2, lines: int | None = None) -> Tensor:
+    """Add a caption strip under each tile (N, 3, H, W); ``colors`` optionally frames a tile (e.g. red: mistake).
+
+    The strip is high enough for ``lines`` lines (default: the longest caption), so grids of several rows match.
+    """
     count, _, height, width = tiles.shape
-    lines = max(1, max((text.count("\n") + 1 for text in captions), default=1))
+    lines = lines or max(1, max((text.count("\n") + 1 for text in captions), default=1))
     font_size = max(9, min(14, width // 8))
     strip = lines * (font_size + 3) + 4
     result = torch.zeros(count, 3, height + strip, width)
@@ -180,9 +183,11 @@ def render_gradcam(
     colors = None
     if mistakes is not None:
         colors = [MISTAKE_COLOR if bool(wrong) else CORRECT_COLOR for wrong in mistakes]
-    rows = [caption(rgb, image_captions or [""] * count, colors)]
+    image_captions = list(image_captions or [""] * count)
+    lines = max(text.count("\n") + 1 for text in image_captions + [t for row in row_captions for t in row])
+    rows = [caption(rgb, image_captions, colors, lines=lines)]
     for heat, captions in zip(scale_cams(cam_rows, scale), row_captions):
-        rows.append(caption(overlay(rgb, heat, alpha), list(captions), colors))
+        rows.append(caption(overlay(rgb, heat, alpha), list(captions), colors, lines=lines))
     return grid(torch.cat(rows), columns=count)
 
 

@@ -36,12 +36,18 @@ def safe_path_part(text: str) -> str:
 
 
 class PngWriter:
-    """Writes each image as ``ROOT/<tag>/step_<step>.png`` and scalars to ``ROOT/scalars.csv``."""
+    """Writes each image as ``ROOT/<tag>/step_<step>.png`` and scalars to ``ROOT/scalars.csv``.
 
-    def __init__(self, root: str) -> None:
+    ``strip_prefix`` is removed from the start of tags (``"cnnsee/"`` when ``ROOT`` is already a ``cnnsee`` folder).
+    """
+
+    def __init__(self, root: str, strip_prefix: str = "") -> None:
         self.root = root
+        self.strip_prefix = strip_prefix
 
     def add_image(self, tag: str, img_tensor: Tensor, global_step: int) -> str:
+        if self.strip_prefix and tag.startswith(self.strip_prefix):
+            tag = tag[len(self.strip_prefix):]
         folder = os.path.join(self.root, *[safe_path_part(part) for part in tag.split("/")])
         os.makedirs(folder, exist_ok=True)
         array = (img_tensor.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round()

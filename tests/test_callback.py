@@ -1,0 +1,203 @@
+"""The CNNSee callback inside real Lightning fits: what it logs, when, and that it leaves the model alone."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tiny import TinyClassifier, make_loaders, read_images, trainer_kwargs
+
+from lightning_cnnsee import CNNSee
+from lightning_cnnsee.hooks import count_hooks
+
+FAST = dict(ascent_steps=4, num_samples=6)
+
+
+def fit(tmp_path, callback: CNNSee | None, seed: int = 0, **overrides):
+    pl.seed_everything(seed, workers=True)
+    model = TinyClassifier()
+    train, val = make_loaders()
+    callbacks = [callback] if callback is not None else []
+    trainer = pl.Trainer(callbacks=callbacks, **trainer_kwargs(tmp_path, **overrides))
+    trainer.fit(model, train, val)
+    return trainer, model
+
+
+def test_fit_logs_all_four_kinds_of_images_at_several_steps_and_they_change(tmp_path):
+    trainer, _ = fit(tmp_path, CNNSee(**FAST), max_epochs=3)
+    tags = read_images(trainer.logger.log_dir)
+    kinds = {"gradcam": 0, "filters": 0, "classes": 0, "activations": 0}
+    for tag, steps in tags.items():
+        kind = tag.split("/")[1]
+        assert len(set(steps)) >= 2, (tag, steps)
+        kinds[kind] += 1
+    assert all(count >= 1 for count in kinds.values()), tags
+    assert "cnnsee/gradcam/features" in tags  # last 4-D map before global pooling
+    assert "cnnsee/classes" in tags
+    assert tags["cnnsee/classes"][0] == 0  # the baseline, before the first optimizer step
+    accumulator = EventAccumulator(trainer.logger.log_dir, size_guidance={"images": 0})
+    accumulator.Reload()
+    for tag in ("cnnsee/gradcam/features", "cnnsee/filters/features.4", "cnnsee/classes"):
+        events = accumulator.Images(tag)
+        first = np.asarray(Image.open(io.BytesIO(events[0].encoded_image_string)))
+        last = np.asarray(Image.open(io.BytesIO(events[-1].encoded_image_string)))
+        assert first.shape == last.shape
+        assert np.abs(first.astype(int) - last.astype(int)).mean() > 0.5, f"{tag} did not change with training"
+
+
+def test_runs_follow_the_step_schedule_with_a_baseline_and_a_final_run(tmp_path):
+    callback = CNNSee(every_n_epochs=None, every_n_steps=4, techniques=["gradcam"], **FAST)
+    trainer, _ = fit(tmp_path, callback, max_steps=10)
+    steps = read_images(trainer.logger.log_dir)["cnnsee/gradcam/features"]
+    assert steps == [0, 4, 8, 10]
+
+
+def test_filter_ascent_can_run_less_often_than_the_rest(tmp_path):
+    callback = CNNSee(every_n_epochs=None, every_n_steps=2, filters_every_n_runs=3, **FAST)
+    trainer, _ = fit(tmp_path, callback, max_steps=11)
+    tags = read_images(trainer.logger.log_dir)
+    assert tags["cnnsee/gradcam/features"] == [0, 2, 4, 6, 8, 10, 11]
+    assert tags["cnnsee/classes"] == [0, 6, 11]
+
+
+def test_the_same_fixed_validation_images_are_used_at_every_run(tmp_path):
+    callback = CNNSee(**FAST)
+    fit(tmp_path, callback)
+    _, val = make_loaders()
+    expected_x, expected_y = next(iter(val))
+    assert torch.equal(callback._images, expected_x[:6])
+    assert torch.equal(callback._labels, expected_y[:6])
+    assert callback._images.device.type == "cpu"
+
+
+def test_a_run_leaves_modes_gradients_statistics_parameters_and_hooks_as_they_were():
+    torch.manual_seed(0)
+    model = TinyClassifier()
+    model.train()
+    model.head[0].eval()  # a mixed state must come back exactly
+    model.features[4].weight.requires_grad_(False)
+    for parameter in model.parameters():
+        parameter.grad = torch.randn_like(parameter)
+    model.features[0].bias.grad = None
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    grads = {name: (p.grad.clone() if p.grad is not None else None) for name, p in model.named_parameters()}
+    flags = {name: module.training for name, module in model.named_modules()}
+    requires = {name: p.requires_grad for name, p in model.named_parameters()}
+    hooks = count_hooks(model)
+
+    callback = CNNSee(ascent_steps=3, num_samples=4)
+    _, val = make_loaders()
+    x, y = next(iter(val))
+    callback._images, callback._labels = x[:4], y[:4]
+    with torch.inference_mode():  # as in Lightning's validation loop
+        results = callback.compute(model)
+    assert results.cams_predicted and results.cams_true and results.activations and results.filters
+    assert results.classes is not None
+
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+    for name, parameter in model.named_parameters():
+        if grads[name] is None:
+            assert parameter.grad is None, name
+        else:
+            assert torch.equal(parameter.grad, grads[name]), name
+        assert parameter.requires_grad == requires[name], name
+    assert {name: module.training for name, module in model.named_modules()} == flags
+    assert count_hooks(model) == hooks
+
+
+def test_training_is_bitwise_identical_with_and_without_the_callback(tmp_path):
+    _, without = fit(tmp_path / "without", None, deterministic=True)
+    _, with_callback = fit(
+        tmp_path / "with", CNNSee(every_n_steps=1, **FAST), deterministic=True
+    )
+    for (name, a), (_, b) in zip(without.state_dict().items(), with_callback.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_unknown_layer_name_fails_at_setup_naming_the_closest_layers(tmp_path):
+    with pytest.raises(ValueError, match=r"gradcam_layers.*'features\.50'.*Closest layer names.*features\.5"):
+        fit(tmp_path, CNNSee(gradcam_layers=["features.50"], **FAST))
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(num_samples=0), "num_samples must be a positive number"),
+        (dict(every_n_epochs=-1), "every_n_epochs must be a positive number"),
+        (dict(cam_method="gradcam+++"), r"Unknown cam_method 'gradcam\+\+\+'; valid choices"),
+        (dict(techniques=["gradcam", "saliency"]), r"Unknown techniques \['saliency'\]"),
+        (dict(mean=[0.5, 0.5], std=[0.2]), "mean has 2 values"),
+    ],
+)
+def test_bad_options_are_rejected_when_the_callback_is_made(options, message):
+    with pytest.raises(ValueError, match=message):
+        CNNSee(**options)
+
+
+def test_without_a_tensorboard_logger_it_warns_and_writes_png_files(tmp_path):
+    logger = pl.loggers.CSVLogger(str(tmp_path), name="csv")
+    with pytest.warns(UserWarning, match="no TensorBoardLogger"):
+        trainer, _ = fit(tmp_path, CNNSee(**FAST), logger=logger, max_epochs=1)
+    folder = os.path.join(trainer.log_dir, "cnnsee")
+    written = sorted(os.path.relpath(os.path.join(root, f), folder) for root, _, files in os.walk(folder) for f in files)
+    assert "classes/step_00000000.png" in written
+    assert any(path.startswith("gradcam/features/") for path in written)
+    assert any(path.startswith("activations/") for path in written)
+    assert any(path.startswith("filters/") for path in written)
+
+
+def test_a_failing_visualization_is_reported_once_and_training_goes_on(tmp_path, monkeypatch):
+    import lightning_cnnsee.callback as callback_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("activations exploded")
+
+    monkeypatch.setattr(callback_module, "capture_activations", broken)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer, _ = fit(tmp_path, CNNSee(**FAST), max_epochs=3)
+    reports = [w for w in caught if "activations exploded" in str(w.message)]
+    assert len(reports) == 1
+    assert trainer.current_epoch == 3  # training finished
+
+
+def test_strict_mode_re_raises_the_visualization_error(tmp_path, monkeypatch):
+    import lightning_cnnsee.callback as callback_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("activations exploded")
+
+    monkeypatch.setattr(callback_module, "capture_activations", broken)
+    with pytest.raises(RuntimeError, match="activations exploded"):
+        fit(tmp_path, CNNSee(strict=True, **FAST))
+
+
+def test_images_without_labels_show_predictions_only(tmp_path):
+    callback = CNNSee(ascent_steps=2, num_samples=4)
+    _, val = make_loaders()
+    x, _ = next(iter(val))
+    model = TinyClassifier()
+    callback._images = x[:4]
+    with_labels_height = None
+    rendered = callback.render(callback.compute(model))
+    no_labels = rendered["cnnsee/gradcam/features"]
+    callback._labels = torch.tensor([0, 1, 2, 3])
+    with_labels_height = callback.render(callback.compute(model))["cnnsee/gradcam/features"].shape[1]
+    assert no_labels.shape[1] < with_labels_height  # one heat-map row fewer
+
+
+def test_images_are_denormalized_with_the_given_mean_and_std():
+    callback = CNNSee(mean=[0.5], std=[0.25], techniques=["activations"], num_samples=2)
+    model = TinyClassifier(in_channels=1)
+    callback._images = torch.full((2, 1, 16, 20), -2.0)  # (0 - 0.5) / 0.25: black after denormalizing
+    image = callback.render(callback.compute(model))["cnnsee/activations/features.0"]
+    # the first tile of the first row is the image itself: black, not clipped white or grey
+    assert float(image[:, 2:10, 2:10].max()) == 0.0
