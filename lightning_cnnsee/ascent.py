@@ -216,18 +216,18 @@ def filter_ascent(
         raise ValueError("channels is empty; give at least one channel index.")
     if min(channel_list) < 0:
         raise ValueError(f"channel indices must be >= 0, got {channel_list}.")
-    device, dtype = _model_device_dtype(model)
-    mean_t = _as_channel_tensor(mean, shape[0], "mean", 0.0).to(device)[None, :, None, None]
-    std_t = _as_channel_tensor(std, shape[0], "std", 1.0).to(device)[None, :, None, None]
-    generators = [channel_generator(seed, c) for c in channel_list]
-    start, to_image = make_parameterization(parameterization, generators, shape)
-    param = start.to(device).requires_grad_(True)
-    objective = _Objective(model, layer, torch.tensor(channel_list), output_key)
+    with gradients_enabled(), eval_mode(model):  # everything made here must be usable by autograd
+        device, dtype = _model_device_dtype(model)
+        mean_t = _as_channel_tensor(mean, shape[0], "mean", 0.0).to(device)[None, :, None, None]
+        std_t = _as_channel_tensor(std, shape[0], "std", 1.0).to(device)[None, :, None, None]
+        generators = [channel_generator(seed, c) for c in channel_list]
+        start, to_image = make_parameterization(parameterization, generators, shape)
+        param = start.to(device).requires_grad_(True)
+        objective = _Objective(model, layer, torch.tensor(channel_list), output_key)
 
-    def to_input(image: Tensor) -> Tensor:
-        return ((image - mean_t) / std_t).to(dtype)
+        def to_input(image: Tensor) -> Tensor:
+            return ((image - mean_t) / std_t).to(dtype)
 
-    with gradients_enabled(), eval_mode(model):
         optimizer = torch.optim.Adam([param], lr=lr)
         for _ in range(steps):
             image = to_image(param)

@@ -1,0 +1,336 @@
+"""Filter and class ascent: the images it finds really drive their channel up, and nothing else is disturbed.
+
+"Up" is measured against a plain grey (0.5) image and against random images, both run through the model by hand in
+the test.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_cnnsee import AscentResult, filter_ascent
+from lightning_cnnsee.hooks import count_hooks
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+PARAMETERIZATIONS = ["fft", "pixel"]
+
+
+class Boom(nn.Module):
+    """A layer that must never run."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("the forward pass went past the target layer")
+
+
+class Counter(nn.Module):
+    """Identity that counts its calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return x
+
+
+class Recorder(nn.Module):
+    """Identity that keeps the last input it saw."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.last = x.detach().clone()
+        return x
+
+
+def colour_detector() -> nn.Sequential:
+    """A model whose answer is known: channel/class 0 is "red minus green", channel/class 1 is "blue minus green".
+
+    On a grey image both read 0.1 (the bias); the best image (pure red, or pure blue, everywhere) reads 1.1.
+    """
+    conv = nn.Conv2d(3, 2, 1)
+    head = nn.Linear(2, 2)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[1.0, -1.0, 0.0], [0.0, -1.0, 1.0]])[:, :, None, None])
+        conv.bias.fill_(0.1)
+        head.weight.copy_(torch.eye(2))
+        head.bias.zero_()
+    return nn.Sequential(
+        OrderedDict(conv=conv, relu=nn.ReLU(), pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=head)
+    )
+
+
+def random_cnn(*, tail: nn.Module | None = None) -> nn.Sequential:
+    """conv-BN-ReLU-conv-ReLU, pooling, linear with 6 classes; BN running statistics far from (0, 1)."""
+    torch.manual_seed(0)
+    layers = OrderedDict(
+        conv1=nn.Conv2d(3, 8, 3, padding=1),
+        bn1=nn.BatchNorm2d(8),
+        relu1=nn.ReLU(),
+        conv2=nn.Conv2d(8, 8, 3, padding=1),
+    )
+    if tail is not None:
+        layers["tail"] = tail
+    layers.update(relu2=nn.ReLU(), pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(8, 6))
+    model = nn.Sequential(layers)
+    with torch.no_grad():
+        model.bn1.running_mean.normal_(0.0, 0.3)
+        model.bn1.running_var.uniform_(0.5, 2.0)
+        model.bn1.num_batches_tracked.fill_(3)
+    return model
+
+
+def channel_means(model: nn.Sequential, last: str, images: torch.Tensor) -> torch.Tensor:
+    """Run ``model`` by hand, in eval mode, up to ``last``; mean over space of each channel: (N, C)."""
+    model = copy.deepcopy(model).eval()
+    x = images
+    with torch.no_grad():
+        for name, layer in model.named_children():
+            x = layer(x)
+            if name == last:
+                break
+    return x.flatten(2).mean(dim=2) if x.ndim == 4 else x
+
+
+def grey(shape: tuple[int, int, int]) -> torch.Tensor:
+    return torch.full((1, *shape), 0.5)
+
+
+@pytest.mark.parametrize("parameterization", PARAMETERIZATIONS)
+def test_conv_channel_ascent_lifts_the_channel_far_above_grey(parameterization: str) -> None:
+    model = colour_detector()
+    shape = (3, 16, 16)
+    grey_value = channel_means(model, "conv", grey(shape))[0]
+    torch.testing.assert_close(grey_value, torch.tensor([0.1, 0.1]))
+    result = filter_ascent(model, "conv", [0, 1], shape, steps=24, lr=0.3, parameterization=parameterization)
+    assert isinstance(result, AscentResult) and result.layer == "conv" and result.channels == [0, 1]
+    assert (result.activations > grey_value + 0.2).all(), result.activations
+    assert (result.activations > 2 * grey_value).all()
+    # The reported activation is the channel's mean on the returned image, recomputed here by hand.
+    recomputed = channel_means(model, "conv", result.images)
+    torch.testing.assert_close(result.activations, recomputed[[0, 1], [0, 1]])
+    # And the image found is the expected colour: redder than green for channel 0, bluer than green for channel 1.
+    red, green, blue = result.images.mean(dim=(2, 3)).unbind(dim=1)
+    assert red[0] > green[0] + 0.2 and blue[1] > green[1] + 0.2
+
+
+@pytest.mark.parametrize("parameterization", PARAMETERIZATIONS)
+def test_class_ascent_on_the_final_linear_layer_lifts_the_logit_far_above_grey(parameterization: str) -> None:
+    model = colour_detector()
+    shape = (3, 16, 16)
+    with torch.no_grad():
+        grey_logits = model(grey(shape))[0]
+    torch.testing.assert_close(grey_logits, torch.tensor([0.1, 0.1]))
+    result = filter_ascent(model, "fc", [1, 0], shape, steps=24, lr=0.3, parameterization=parameterization)
+    assert result.layer == "fc" and result.channels == [1, 0]
+    assert (result.activations > grey_logits + 0.2).all(), result.activations
+    assert (result.activations > 2 * grey_logits).all()
+    with torch.no_grad():
+        torch.testing.assert_close(result.activations, model(result.images)[[0, 1], [1, 0]])
+
+
+def test_no_layer_maximizes_the_model_output_and_equals_the_final_linear() -> None:
+    model = colour_detector()
+    by_name = filter_ascent(model, "fc", [0, 1], (3, 16, 16), steps=10, lr=0.3)
+    by_output = filter_ascent(model, None, [0, 1], (3, 16, 16), steps=10, lr=0.3)
+    assert by_output.layer is None
+    torch.testing.assert_close(by_output.images, by_name.images, rtol=0, atol=1e-6)
+    torch.testing.assert_close(by_output.activations, by_name.activations)
+
+
+def test_no_layer_with_an_output_key_picks_the_logits_from_a_tuple() -> None:
+    class TupleOutput(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = colour_detector()
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return -self.net(x), self.net(x)
+
+    plain = filter_ascent(colour_detector(), None, [0], (3, 16, 16), steps=10, lr=0.3)
+    keyed = filter_ascent(TupleOutput(), None, [0], (3, 16, 16), steps=10, lr=0.3, output_key=1)
+    torch.testing.assert_close(keyed.images, plain.images, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("parameterization", PARAMETERIZATIONS)
+def test_ascent_on_a_random_cnn_beats_grey_and_64_random_images_on_every_channel(parameterization: str) -> None:
+    model = random_cnn().train()
+    shape = (3, 16, 16)
+    channels = list(range(8))
+    grey_value = channel_means(model, "conv2", grey(shape))[0]
+    random_images = torch.rand(64, *shape, generator=torch.Generator().manual_seed(3))
+    best_random = channel_means(model, "conv2", random_images).max(dim=0).values
+    result = filter_ascent(model, "conv2", channels, shape, steps=24, lr=0.2, parameterization=parameterization)
+    assert (result.activations > torch.maximum(grey_value, best_random)).all()
+    assert (result.activations - grey_value).mean() > 0.01
+    torch.testing.assert_close(result.activations, channel_means(model, "conv2", result.images)[channels, channels])
+
+
+@pytest.mark.parametrize("parameterization", PARAMETERIZATIONS)
+def test_a_channels_image_does_not_depend_on_the_channels_run_with_it(parameterization: str) -> None:
+    model = random_cnn().train()  # eval mode inside: BatchNorm must not mix the images of a batch
+    kwargs = dict(steps=24, lr=0.2, seed=7, parameterization=parameterization)
+    alone = filter_ascent(model, "conv2", [3], (3, 16, 16), **kwargs)
+    together = filter_ascent(model, "conv2", [1, 3, 5], (3, 16, 16), **kwargs)
+    other_order = filter_ascent(model, "conv2", [5, 1, 3], (3, 16, 16), **kwargs)
+    # Not bitwise: a batch of 3 may take other float summation orders than a batch of 1.
+    torch.testing.assert_close(together.images[1], alone.images[0], rtol=0, atol=1e-4)
+    torch.testing.assert_close(other_order.images[2], alone.images[0], rtol=0, atol=1e-4)
+    torch.testing.assert_close(together.images[0], other_order.images[1], rtol=0, atol=1e-4)
+    torch.testing.assert_close(together.activations[1], alone.activations[0], rtol=0, atol=1e-5)
+    # The three channels' images are different from each other, so the comparison above is meaningful.
+    assert (together.images[0] - together.images[1]).abs().max() > 0.05
+
+
+@pytest.mark.parametrize("parameterization", PARAMETERIZATIONS)
+def test_same_seed_gives_identical_images_and_another_seed_different_ones(parameterization: str) -> None:
+    model = random_cnn()
+    kwargs = dict(steps=8, lr=0.2, parameterization=parameterization)
+    first = filter_ascent(model, "conv2", [0, 4], (3, 16, 16), seed=11, **kwargs)
+    again = filter_ascent(model, "conv2", [0, 4], (3, 16, 16), seed=11, **kwargs)
+    other = filter_ascent(model, "conv2", [0, 4], (3, 16, 16), seed=12, **kwargs)
+    assert torch.equal(first.images, again.images)
+    assert torch.equal(first.activations, again.activations)
+    assert (first.images - other.images).abs().max() > 1e-3
+
+
+def test_global_random_state_does_not_change_the_result() -> None:
+    model = random_cnn()
+    torch.manual_seed(1)
+    first = filter_ascent(model, "conv2", [2], (3, 16, 16), steps=6, lr=0.2, seed=0)
+    torch.manual_seed(2)
+    second = filter_ascent(model, "conv2", [2], (3, 16, 16), steps=6, lr=0.2, seed=0)
+    assert torch.equal(first.images, second.images)
+
+
+@pytest.mark.parametrize("parameterization", PARAMETERIZATIONS)
+@pytest.mark.parametrize("shape", [(1, 16, 16), (3, 16, 16), (4, 16, 16), (3, 24, 40), (1, 24, 40)])
+def test_images_are_in_0_1_with_the_requested_shape(shape: tuple[int, int, int], parameterization: str) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(shape[0], 5, 3, padding=1), nn.ReLU(), nn.Conv2d(5, 5, 3, padding=1))
+    result = filter_ascent(model, "2", [0, 4, 2], shape, steps=4, lr=0.5, parameterization=parameterization)
+    assert result.images.shape == (3, *shape)
+    assert result.images.dtype == torch.float32
+    assert result.images.min() >= 0 and result.images.max() <= 1
+    assert result.activations.shape == (3,) and result.activations.dtype == torch.float32
+    assert not result.images.requires_grad and not result.activations.requires_grad
+    assert result.images.std() > 1e-3  # the optimization moved the image away from its near-grey start
+    torch.testing.assert_close(result.activations, channel_means(model, "2", result.images)[[0, 1, 2], [0, 4, 2]])
+
+
+def test_mean_and_std_normalize_the_image_fed_to_the_model() -> None:
+    torch.manual_seed(0)
+    recorder = Recorder()
+    model = nn.Sequential(recorder, nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
+    result = filter_ascent(model, "1", [0, 3], (3, 12, 12), steps=5, lr=0.2, mean=mean, std=std)
+    # The last forward pass is the one that measures the returned images.
+    expected = (result.images - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    torch.testing.assert_close(recorder.last, expected)
+    with torch.no_grad():
+        torch.testing.assert_close(result.activations, model[1](expected)[[0, 1], [0, 3]].mean(dim=(1, 2)))
+    plain = filter_ascent(model, "1", [0, 3], (3, 12, 12), steps=5, lr=0.2)
+    torch.testing.assert_close(recorder.last, plain.images)  # no mean/std: fed as is
+    assert not torch.allclose(plain.images, result.images, atol=1e-3)
+
+
+def test_mean_and_std_give_the_same_normalized_input_as_a_model_that_normalizes_itself() -> None:
+    class Normalize(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return (x - 0.3) / 0.5
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1, 3, 3, padding=1)
+    outside = filter_ascent(nn.Sequential(conv), "0", [1], (1, 12, 12), steps=6, lr=0.2, mean=[0.3], std=[0.5])
+    inside = filter_ascent(nn.Sequential(Normalize(), conv), "1", [1], (1, 12, 12), steps=6, lr=0.2)
+    torch.testing.assert_close(outside.images, inside.images)
+    torch.testing.assert_close(outside.activations, inside.activations)
+
+
+def test_an_out_of_range_channel_names_the_index_and_the_valid_range(model_untouched) -> None:
+    model = random_cnn().train()
+    model.bn1.eval()
+    with model_untouched(model):
+        with pytest.raises(ValueError) as error:
+            filter_ascent(model, "conv2", [2, 9], (3, 12, 12), steps=2)
+        assert "[9]" in str(error.value) and "0..7" in str(error.value) and "'conv2'" in str(error.value)
+        with pytest.raises(ValueError) as error:
+            filter_ascent(model, "fc", [6], (3, 12, 12), steps=0)
+        assert "[6]" in str(error.value) and "0..5" in str(error.value) and "class" in str(error.value)
+        with pytest.raises(ValueError, match="-1"):
+            filter_ascent(model, "conv2", [-1], (3, 12, 12), steps=2)
+        with pytest.raises(ValueError, match="empty"):
+            filter_ascent(model, "conv2", [], (3, 12, 12), steps=2)
+
+
+def test_bad_arguments_raise_value_errors(model_untouched) -> None:
+    model = random_cnn()
+    with model_untouched(model):
+        with pytest.raises(ValueError, match=r"mean has 2 values .* 3 channels"):
+            filter_ascent(model, "conv2", [0], (3, 12, 12), steps=2, mean=[0.5, 0.5])
+        with pytest.raises(ValueError, match=r"std has 4 values"):
+            filter_ascent(model, "conv2", [0], (3, 12, 12), steps=2, std=[1, 1, 1, 1])
+        with pytest.raises(ValueError, match=r"'fourier'.*'fft', 'pixel'"):
+            filter_ascent(model, "conv2", [0], (3, 12, 12), steps=2, parameterization="fourier")
+        with pytest.raises(ValueError, match="steps"):
+            filter_ascent(model, "conv2", [0], (3, 12, 12), steps=-1)
+        with pytest.raises(ValueError, match="input_shape"):
+            filter_ascent(model, "conv2", [0], (12, 12), steps=2)
+        with pytest.raises(ValueError, match="'conv3'"):
+            filter_ascent(model, "conv3", [0], (3, 12, 12), steps=2)
+
+
+@pytest.mark.parametrize("layer", ["conv2", "fc", None])
+def test_the_model_is_left_exactly_as_it_was(layer: str | None, model_untouched) -> None:
+    model = random_cnn().train()
+    model.conv2.eval()
+    generator = torch.Generator().manual_seed(0)
+    for index, parameter in enumerate(model.parameters()):
+        if index % 2:
+            parameter.grad = torch.randn(parameter.shape, generator=generator)
+    hooks = count_hooks(model)
+    with model_untouched(model):
+        filter_ascent(model, layer, [0, 2], (3, 12, 12), steps=3, lr=0.2)
+    assert count_hooks(model) == hooks == 0
+
+
+def test_the_forward_pass_stops_at_the_target_layer() -> None:
+    counter = Counter()
+    model = random_cnn(tail=counter)
+    filter_ascent(model, "conv2", [0, 1], (3, 12, 12), steps=5)
+    assert counter.calls == 0
+    result = filter_ascent(random_cnn(tail=Boom()), "conv2", [0, 1], (3, 12, 12), steps=5)
+    assert result.images.shape == (2, 3, 12, 12)
+    filter_ascent(model, "fc", [0], (3, 12, 12), steps=5)
+    assert counter.calls == 6  # 5 steps and the final measurement: the check above was not vacuous
+
+
+@pytest.mark.parametrize("parameterization", PARAMETERIZATIONS)
+def test_zero_steps_returns_the_near_grey_start_and_its_activation(parameterization: str) -> None:
+    model = random_cnn()
+    result = filter_ascent(model, "conv2", [1, 6], (3, 12, 20), steps=0, parameterization=parameterization)
+    assert result.images.shape == (2, 3, 12, 20)
+    assert (result.images - 0.5).abs().max() < 0.1
+    torch.testing.assert_close(result.activations, channel_means(model, "conv2", result.images)[[0, 1], [1, 6]])
+
+
+def test_works_inside_no_grad() -> None:
+    model = random_cnn()
+    expected = filter_ascent(model, "conv2", [1], (3, 12, 12), steps=4)
+    with torch.no_grad():
+        inside = filter_ascent(model, "conv2", [1], (3, 12, 12), steps=4)
+        assert not torch.is_grad_enabled()
+    assert torch.equal(inside.images, expected.images)
+
+
+def test_works_inside_inference_mode() -> None:
+    model = random_cnn()
+    expected = filter_ascent(model, "conv2", [1], (3, 12, 12), steps=4)
+    with torch.inference_mode():
+        inside = filter_ascent(model, "conv2", [1], (3, 12, 12), steps=4)
+    assert torch.equal(inside.images.clone(), expected.images)
