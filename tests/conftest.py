@@ -43,12 +43,12 @@ def model_untouched():
     return check
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_thread():
     """Run torch on one intra-op thread for the block of a test.
 
     The tensors in these tests are tiny: on a busy 2-core machine, waiting for a second thread costs up to 100x
-    more than it saves (seconds instead of milliseconds per test). Results do not depend on it.
+    more than it saves (seconds instead of milliseconds per test). Results do not depend on it. Used by every test.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

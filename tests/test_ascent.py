@@ -16,7 +16,6 @@ from torch import nn
 from lightning_cnnsee import AscentResult, filter_ascent
 from lightning_cnnsee.hooks import count_hooks
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 PARAMETERIZATIONS = ["fft", "pixel"]
 

@@ -18,7 +18,6 @@ from torch import nn
 from lightning_cnnsee import CAM_METHODS, grad_cam
 from lightning_cnnsee.hooks import count_hooks
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 METHODS = ["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam"]
 

@@ -20,7 +20,6 @@ from lightning_cnnsee.hooks import (
     stop_after,
 )
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Boom(nn.Module):

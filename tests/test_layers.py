@@ -11,7 +11,6 @@ from torch import nn
 
 from lightning_cnnsee.layers import pick_layers, resolve_layer_names, select_output, spread
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_cnn(num_classes: int = 5) -> nn.Sequential:
