@@ -177,7 +177,7 @@ def filter_ascent(
     input_shape: Sequence[int],
     *,
     steps: int = 64,
-    lr: float = 0.05,
+    lr: float = 0.2,
     seed: int = 0,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,

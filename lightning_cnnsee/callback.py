@@ -127,7 +127,7 @@ class CNNSee(pl.Callback):
         class_names: list[str] | None = None,
         activation_channels: int = 16,
         ascent_steps: int = 64,
-        ascent_lr: float = 0.05,
+        ascent_lr: float = 0.2,
         parameterization: Literal["fft", "pixel"] = "fft",
         mean: list[float] | None = None,
         std: list[float] | None = None,
