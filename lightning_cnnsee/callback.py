@@ -54,6 +54,18 @@ def _positive(name: str, value: int | float | None, *, allow_none: bool = False)
         raise ValueError(f"{name} must be a positive number{extra}, got {value!r}.")
 
 
+def _has_validation(trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
+    """Whether this fit will run validation at all (so the fixed images can come from it)."""
+    from pytorch_lightning.utilities.model_helpers import is_overridden
+
+    if trainer.limit_val_batches == 0 or not is_overridden("validation_step", pl_module):
+        return False
+    if sum(trainer.num_val_batches) > 0:
+        return True
+    source = getattr(getattr(trainer.fit_loop.epoch_loop, "val_loop", None), "_data_source", None)
+    return bool(source.is_defined()) if source is not None else True
+
+
 class CNNSee(pl.Callback):
     """See what your CNN sees while it trains: Grad-CAM heat maps, filter and class ascent, activation grids.
 
@@ -223,6 +235,7 @@ class CNNSee(pl.Callback):
                 resolve_layer_names(pl_module, [self.class_layer])
             except ValueError as error:
                 raise ValueError(f"CNNSee(class_layer=...): {error}") from None
+        self._check_early(pl_module)
         self._writers = tensorboard_writers(list(trainer.loggers))
         if not self._writers and trainer.is_global_zero:
             folder = self._png_folder(trainer)
@@ -232,6 +245,25 @@ class CNNSee(pl.Callback):
                 "Add pytorch_lightning.loggers.TensorBoardLogger to see the images in TensorBoard."
             )
             self._writers = [PngWriter(folder, strip_prefix=f"{TAG_PREFIX}/")]
+
+    def _check_early(self, pl_module: pl.LightningModule) -> None:
+        """Check the configuration against the model before any training step, on an example input when one can be
+        had without loading data: ``example_input_array``, else a 64x64 input for the first conv layer. When neither
+        runs, the same checks run on the first validation images (the sanity check, still before training)."""
+        if self._picks is not None:
+            return
+        example = getattr(pl_module, "example_input_array", None)
+        if not isinstance(example, Tensor):
+            first_conv = next((m for m in pl_module.modules() if isinstance(m, torch.nn.Conv2d)), None)
+            if first_conv is None:
+                return
+            example = torch.zeros(1, first_conv.in_channels, 64, 64)
+        try:
+            device, dtype = self._input_device_dtype(pl_module)
+            picks = self._probe(pl_module, example.to(device=device, dtype=dtype))
+        except Exception:  # the model does not take this example: check on the first real images instead
+            return
+        self._adopt_picks(picks, int(example.shape[1]))
 
     @staticmethod
     def _png_folder(trainer: pl.Trainer) -> str:
@@ -252,10 +284,14 @@ class CNNSee(pl.Callback):
     ) -> None:
         if self._frozen or dataloader_idx != 0:
             return
+        self._collect(batch, "validation")
+
+    def _collect(self, batch: Any, source: str) -> None:
+        """Add images (and labels) of ``batch`` to the fixed set until it holds ``num_samples``."""
         try:
             images, labels = split_batch(batch, self.image_key, self.label_key)
         except ValueError as error:
-            self._report(error, "reading the validation batch")
+            self._report(error, f"reading a {source} batch")
             return
         have = 0 if self._images is None else self._images.shape[0]
         take = min(self.num_samples - have, images.shape[0])
@@ -281,9 +317,26 @@ class CNNSee(pl.Callback):
                 f"CNNSee: validation gave only {self._images.shape[0]} images, fewer than num_samples="
                 f"{self.num_samples}; following those."
             )
+        self._check_on_images(pl_module)
+
+    def _check_on_images(self, pl_module: pl.LightningModule) -> None:
+        """Check the configuration on the first real images when no example input could be run at setup."""
+        if self._picks is None and self._images is not None:
+            device, dtype = self._input_device_dtype(pl_module)
+            with gradients_enabled():
+                example = torch.nan_to_num(self._images[:1].to(device=device, dtype=dtype))
+                self.resolve_layers(pl_module, example)
 
     # -------------------------------------------------------------- schedule
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self._images is None and not self._frozen and not _has_validation(trainer, pl_module):
+            rank_zero_warn(
+                "CNNSee: no validation data (no val_dataloaders, or limit_val_batches=0); following the first "
+                f"{self.num_samples} training images instead."
+            )
+            self._collect(batch, "training")
+            self._frozen = self._images is not None
+            self._check_on_images(pl_module)
         if trainer.global_step == 0 and self._runs == 0:
             self._maybe_run(trainer, pl_module, "baseline")
 
@@ -350,22 +403,29 @@ class CNNSee(pl.Callback):
         return pl_module.device, torch.float32
 
     def resolve_layers(self, pl_module: pl.LightningModule, images: Tensor) -> LayerPicks:
-        """Pick the layers to show (once): the user's choices, and automatic picks for the rest."""
-        if self._picks is not None:
-            return self._picks
+        """Pick and check the layers to show (once, on an example input): the user's choices, automatic picks for
+        the rest. Raises ``ValueError`` for a configuration that cannot work with this model."""
+        if self._picks is None:
+            self._adopt_picks(self._probe(pl_module, images), int(images.shape[1]))
+        assert self._picks is not None
+        return self._picks
+
+    def _probe(self, pl_module: pl.LightningModule, example: Tensor) -> LayerPicks:
         with gradients_enabled(), eval_mode(pl_module), torch.no_grad():
-            picks = pick_layers(pl_module, images[:1], output_key=self.output_key)
+            return pick_layers(pl_module, example[:1], output_key=self.output_key)
+
+    def _adopt_picks(self, picks: LayerPicks, channels: int) -> None:
         if self.layers is not None:
             picks.gradcam = picks.features = list(self.layers)
         feature_layers = list(picks.features)
         if self.gradcam_layers is not None:
             picks.gradcam = list(self.gradcam_layers)
         picks.features = list(self.filter_layers) if self.filter_layers is not None else feature_layers
-        self._activation_layers = (
-            list(self.activation_layers) if self.activation_layers is not None else feature_layers
-        )
+        activation_layers = list(self.activation_layers) if self.activation_layers is not None else feature_layers
         if self.class_layer is not None:
             picks.classes = self.class_layer
+        self._check_layers(picks, activation_layers, channels)
+        self._activation_layers = activation_layers
         rank_zero_info(
             f"CNNSee layers: Grad-CAM {picks.gradcam}, filters {picks.features}, activations "
             f"{self._activation_layers}, classes {picks.classes or 'model output'} "
@@ -373,7 +433,52 @@ class CNNSee(pl.Callback):
             "to choose others."
         )
         self._picks = picks
-        return picks
+
+    def _check_layers(self, picks: LayerPicks, activation_layers: list[str], channels: int) -> None:
+        shapes = picks.output_shapes
+        maps = [name for name, shape in shapes.items() if len(shape) == 4]
+
+        def require_map(option: str, names: list[str]) -> None:
+            for name in names:
+                shape = shapes.get(name)
+                if shape is None or len(shape) != 4:
+                    found = "did not run in the forward pass" if shape is None else f"outputs shape {shape}"
+                    raise ValueError(
+                        f"CNNSee({option}=...): layer {name!r} {found}, but it must output a (N, C, H, W) feature "
+                        f"map. Layers with such maps: {maps[-12:]}."
+                    )
+
+        if "gradcam" in self.techniques:
+            require_map("gradcam_layers", picks.gradcam)
+        if "activations" in self.techniques:
+            require_map("activation_layers", activation_layers)
+        if "filters" in self.techniques:
+            require_map("filter_layers", picks.features)
+            if self.filter_channels is not None:
+                for name in picks.features:
+                    count = shapes[name][1]
+                    bad = [c for c in self.filter_channels if c >= count]
+                    if bad:
+                        raise ValueError(
+                            f"CNNSee(filter_channels=...): channels {bad} out of range for layer {name!r} with "
+                            f"{count} channels (valid: 0..{count - 1})."
+                        )
+        if "classes" in self.techniques and self.classes is not None:
+            if picks.num_classes is None:
+                raise ValueError("CNNSee(classes=...): the model's output is not (N, num_classes) logits.")
+            bad = [c for c in self.classes if c >= picks.num_classes]
+            if bad:
+                raise ValueError(
+                    f"CNNSee(classes=...): classes {bad} out of range for {picks.num_classes} classes "
+                    f"(valid: 0..{picks.num_classes - 1})."
+                )
+        for option in ("mean", "std"):
+            values = getattr(self, option)
+            if values is not None and len(values) != channels:
+                raise ValueError(
+                    f"CNNSee({option}={values}): {len(values)} values for images with {channels} channels; give one "
+                    "value per channel."
+                )
 
     def compute(self, pl_module: pl.LightningModule, *, include_patterns: bool = True) -> _Results:
         """Run the core on the fixed images; leaves the model exactly as it was (modes, gradients, statistics)."""
