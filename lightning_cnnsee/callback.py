@@ -23,6 +23,15 @@ from lightning_cnnsee.activations import capture_activations
 from lightning_cnnsee.ascent import AscentResult, filter_ascent
 from lightning_cnnsee.batches import BatchKey, copy_to_cpu, split_batch
 from lightning_cnnsee.cam import CAM_METHODS, cams_and_logits, grad_cam
+from lightning_cnnsee.distributed import (
+    all_ranks_agree,
+    broadcast_from_zero,
+    gather_objects,
+    gather_tensor,
+    rank_and_world,
+    split_jobs,
+    unsplit,
+)
 from lightning_cnnsee.hooks import eval_mode, gradients_enabled
 from lightning_cnnsee.layers import LayerPicks, pick_layers, resolve_layer_names
 from lightning_cnnsee.render import denormalize, render_activations, render_gradcam, render_patterns
@@ -44,6 +53,9 @@ class _Results:
     activations: dict[str, Tensor] = field(default_factory=dict)
     filters: dict[str, AscentResult] = field(default_factory=dict)
     classes: AscentResult | None = None
+    pattern_jobs: list[tuple[str | None, int, str]] = field(default_factory=list)
+    pattern_images: Tensor | None = None
+    pattern_activations: Tensor | None = None
 
 
 def _positive(name: str, value: int | float | None, *, allow_none: bool = False) -> None:
@@ -214,12 +226,15 @@ class CNNSee(pl.Callback):
         self._images: Tensor | None = None
         self._labels: Tensor | None = None
         self._frozen = False
+        self._shared = False
         self._runs = 0
         self._last_step: int | None = None
         self._picks: LayerPicks | None = None
         self._activation_layers: list[str] = []
         self._warned: set[str] = set()
         self._writers: list[ImageWriter] = []
+        self.last_results: _Results | None = None
+        self.last_share = 0  # filter and class patterns this rank optimized in the last run
 
     # ------------------------------------------------------------------ setup
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -311,13 +326,20 @@ class CNNSee(pl.Callback):
             self._frozen = True
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._images is not None and not self._frozen:
-            self._frozen = True
+        if self._images is not None and self._images.shape[0] < self.num_samples and not self._shared:
             rank_zero_warn(
                 f"CNNSee: validation gave only {self._images.shape[0]} images, fewer than num_samples="
                 f"{self.num_samples}; following those."
             )
+        self._share_images(trainer)
         self._check_on_images(pl_module)
+
+    def _share_images(self, trainer: pl.Trainer) -> None:
+        """Make rank 0's images the fixed images of every rank (once; a no-op in a single process)."""
+        if self._shared:
+            return
+        self._images, self._labels = broadcast_from_zero(trainer, (self._images, self._labels))
+        self._shared = self._frozen = self._images is not None
 
     def _check_on_images(self, pl_module: pl.LightningModule) -> None:
         """Check the configuration on the first real images when no example input could be run at setup."""
@@ -329,13 +351,13 @@ class CNNSee(pl.Callback):
 
     # -------------------------------------------------------------- schedule
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
-        if self._images is None and not self._frozen and not _has_validation(trainer, pl_module):
+        if not self._shared and not _has_validation(trainer, pl_module):
             rank_zero_warn(
                 "CNNSee: no validation data (no val_dataloaders, or limit_val_batches=0); following the first "
                 f"{self.num_samples} training images instead."
             )
             self._collect(batch, "training")
-            self._frozen = self._images is not None
+            self._share_images(trainer)
             self._check_on_images(pl_module)
         if trainer.global_step == 0 and self._runs == 0:
             self._maybe_run(trainer, pl_module, "baseline")
@@ -358,29 +380,54 @@ class CNNSee(pl.Callback):
             return
         self._last_step = trainer.global_step
         self._runs += 1
-        if not trainer.is_global_zero:
-            return
         include_patterns = reason in ("baseline", "final") or (self._runs - 1) % self.filters_every_n_runs == 0
         self.run(trainer, pl_module, include_patterns=include_patterns)
 
     # ------------------------------------------------------------------- run
     def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, include_patterns: bool = True) -> None:
-        """Compute, render and log every visualization now, at ``trainer.global_step``; errors are contained."""
+        """Compute, render and log every visualization now, at ``trainer.global_step``; errors are contained.
+
+        Under DDP every rank must call this at the same point: each rank optimizes its share of the filter and
+        class patterns, the ranks decide together whether the run succeeded (so a failure on one rank cannot leave
+        the others waiting), the patterns are gathered, and global rank 0 alone computes Grad-CAM and activations,
+        renders and writes.
+        """
         if self._images is None:
             return
         started = time.perf_counter()
+        rank, world_size = rank_and_world(trainer)
+        local: _Results | None = None
+        failure: BaseException | None = None
         try:
-            results = self.compute(pl_module, include_patterns=include_patterns)
-            for tag, image in self.render(results).items():
-                self._log_image(tag, image, trainer.global_step)
+            local = self._compute_local(pl_module, include_patterns, rank, world_size)
         except Exception as error:  # a visualization must never end training
+            failure = error
+        if not all_ranks_agree(trainer, failure is None):
+            causes = gather_objects(trainer, None if failure is None else f"{type(failure).__name__}: {failure}")
+            if failure is None:  # another rank failed: report its cause
+                cause = next(c for c in causes if c is not None)
+                failure = RuntimeError(f"rank {causes.index(cause)} failed with {cause}")
+            if self.strict:
+                raise failure
+            self._report(failure, "a visualization run")
+            return
+        assert local is not None
+        try:
+            if local.pattern_jobs:
+                local = self._gather_patterns(trainer, local)
+            if rank == 0:
+                for tag, image in self.render(local).items():
+                    self._log_image(tag, image, trainer.global_step)
+        except Exception as error:  # after the last collective: rank 0 alone may fail here, safely
             if self.strict:
                 raise
-            self._report(error, "a visualization run")
+            self._report(error, "rendering or logging")
             return
         elapsed = time.perf_counter() - started
-        for writer in self._writers:
-            writer.add_scalar(f"{TAG_PREFIX}/wall_time_s", elapsed, trainer.global_step)
+        self.last_results = local if rank == 0 else None
+        if rank == 0:
+            for writer in self._writers:
+                writer.add_scalar(f"{TAG_PREFIX}/wall_time_s", elapsed, trainer.global_step)
 
     def _report(self, error: BaseException, during: str) -> None:
         if self.strict:
@@ -481,7 +528,25 @@ class CNNSee(pl.Callback):
                 )
 
     def compute(self, pl_module: pl.LightningModule, *, include_patterns: bool = True) -> _Results:
-        """Run the core on the fixed images; leaves the model exactly as it was (modes, gradients, statistics)."""
+        """Every visualization of the fixed images, in this process (no collectives); leaves the model exactly as
+        it was (modes, gradients, statistics, hooks)."""
+        return self._gather_patterns(None, self._compute_local(pl_module, include_patterns, 0, 1))
+
+    def _pattern_jobs(self, picks: LayerPicks) -> list[tuple[str | None, int, str]]:
+        """``(layer, channel, tag)`` for every filter and class pattern of a run, in a fixed order."""
+        jobs: list[tuple[str | None, int, str]] = []
+        if "filters" in self.techniques:
+            for layer in picks.features:
+                count = picks.output_shapes.get(layer, (0, self.num_filters))[1]
+                for channel in self.filter_channels or range(min(self.num_filters, count)):
+                    jobs.append((layer, channel, f"{TAG_PREFIX}/filters/{layer}"))
+        if "classes" in self.techniques and picks.num_classes:
+            for channel in self.classes or range(min(self.max_classes, picks.num_classes)):
+                jobs.append((picks.classes, channel, f"{TAG_PREFIX}/classes"))
+        return jobs
+
+    def _compute_local(self, pl_module: pl.LightningModule, include_patterns: bool, rank: int, world_size: int) -> _Results:
+        """This rank's part of a run: Grad-CAM and activations on rank 0, a share of the patterns on every rank."""
         assert self._images is not None
         device, dtype = self._input_device_dtype(pl_module)
         results = _Results()
@@ -490,7 +555,7 @@ class CNNSee(pl.Callback):
             images = self._images.to(device=device, dtype=dtype if self._images.is_floating_point() else torch.float32)
             images = torch.nan_to_num(images)
             picks = self.resolve_layers(pl_module, images)
-            if "gradcam" in self.techniques and picks.gradcam:
+            if rank == 0 and "gradcam" in self.techniques and picks.gradcam:
                 results.cams_predicted, results.logits = cams_and_logits(
                     pl_module, images, picks.gradcam, None, self.cam_method, output_key=self.output_key
                 )
@@ -499,23 +564,47 @@ class CNNSee(pl.Callback):
                         pl_module, images, picks.gradcam, self._labels.to(device), self.cam_method,
                         output_key=self.output_key,
                     )
-            if "activations" in self.techniques and self._activation_layers:
+            if rank == 0 and "activations" in self.techniques and self._activation_layers:
                 results.activations = capture_activations(pl_module, images, self._activation_layers)
             if include_patterns:
+                results.pattern_jobs = self._pattern_jobs(picks)
+                mine = split_jobs(results.pattern_jobs, rank, world_size)
+                self.last_share = len(mine)
                 shape = tuple(images.shape[1:])
-                kwargs = dict(
-                    steps=self.ascent_steps, lr=self.ascent_lr, seed=self.seed, mean=self.mean, std=self.std,
-                    parameterization=self.parameterization, output_key=self.output_key,
-                )
-                if "filters" in self.techniques:
-                    for layer in picks.features:
-                        channels = self.filter_channels or list(
-                            range(min(self.num_filters, picks.output_shapes.get(layer, (0, self.num_filters))[1]))
-                        )
-                        results.filters[layer] = filter_ascent(pl_module, layer, channels, shape, **kwargs)
-                if "classes" in self.techniques and picks.num_classes:
-                    classes = self.classes or list(range(min(self.max_classes, picks.num_classes)))
-                    results.classes = filter_ascent(pl_module, picks.classes, classes, shape, **kwargs)
+                per_rank = -(-len(results.pattern_jobs) // world_size)
+                results.pattern_images = torch.zeros(per_rank, *shape)
+                results.pattern_activations = torch.zeros(per_rank)
+                for layer in dict.fromkeys(job[0] for job in mine):  # one batched ascent per layer, in order
+                    indices = [i for i, job in enumerate(mine) if job[0] == layer]
+                    found = filter_ascent(
+                        pl_module, layer, [mine[i][1] for i in indices], shape, steps=self.ascent_steps,
+                        lr=self.ascent_lr, seed=self.seed, mean=self.mean, std=self.std,
+                        parameterization=self.parameterization, output_key=self.output_key,
+                    )
+                    results.pattern_images[indices] = found.images.cpu()
+                    results.pattern_activations[indices] = found.activations.cpu()
+        return results
+
+    def _gather_patterns(self, trainer: pl.Trainer | None, results: _Results) -> _Results:
+        """Collect every rank's patterns (one all-gather each for images and activations) into ``results``."""
+        count = len(results.pattern_jobs)
+        if not count:
+            return results
+        images = unsplit(gather_tensor(trainer, results.pattern_images), count)
+        activations = unsplit(gather_tensor(trainer, results.pattern_activations), count)
+        for tag in dict.fromkeys(job[2] for job in results.pattern_jobs):
+            indices = [i for i, job in enumerate(results.pattern_jobs) if job[2] == tag]
+            layer = results.pattern_jobs[indices[0]][0]
+            found = AscentResult(
+                layer=layer,
+                channels=[results.pattern_jobs[i][1] for i in indices],
+                images=images[indices],
+                activations=activations[indices],
+            )
+            if tag == f"{TAG_PREFIX}/classes":
+                results.classes = found
+            else:
+                results.filters[str(layer)] = found
         return results
 
     # ---------------------------------------------------------------- render
@@ -582,5 +671,6 @@ class CNNSee(pl.Callback):
         self._images = state_dict.get("images")
         self._labels = state_dict.get("labels")
         self._frozen = bool(state_dict.get("frozen", self._images is not None))
+        self._shared = self._images is not None  # every rank loads the same checkpoint
         self._runs = int(state_dict.get("runs", 0))
         self._last_step = state_dict.get("last_step")

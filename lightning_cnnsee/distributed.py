@@ -1,0 +1,75 @@
+"""Collective steps of a visualization run under DDP, safe in a single process too.
+
+Every rank calls these in the same order at the same scheduled points, or none of them calls any, so no rank can
+wait for another forever. With one process they cost nothing.
+
+Example::
+
+    >>> from lightning_cnnsee.distributed import split_jobs
+    >>> split_jobs(list("abcde"), rank=1, world_size=2)
+    ['b', 'd']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor
+
+T = TypeVar("T")
+
+
+def rank_and_world(trainer: Any) -> tuple[int, int]:
+    """``(global_rank, world_size)`` of a trainer; ``(0, 1)`` for anything without them."""
+    return int(getattr(trainer, "global_rank", 0)), int(getattr(trainer, "world_size", 1))
+
+
+def split_jobs(jobs: Sequence[T], rank: int, world_size: int) -> list[T]:
+    """This rank's share of ``jobs``: every ``world_size``-th job from index ``rank`` (round robin)."""
+    return list(jobs[rank::world_size])
+
+
+def all_ranks_agree(trainer: Any, decision: bool) -> bool:
+    """True only if ``decision`` is true on every rank (one all-reduce under DDP)."""
+    _, world_size = rank_and_world(trainer)
+    if world_size == 1:
+        return decision
+    return bool(trainer.strategy.reduce_boolean_decision(decision, all=True))
+
+
+def broadcast_from_zero(trainer: Any, value: T) -> T:
+    """Rank 0's ``value`` on every rank."""
+    _, world_size = rank_and_world(trainer)
+    if world_size == 1:
+        return value
+    return trainer.strategy.broadcast(value, src=0)
+
+
+def gather_objects(trainer: Any, value: T) -> list[T]:
+    """Every rank's ``value``, in rank order, on every rank."""
+    _, world_size = rank_and_world(trainer)
+    if world_size == 1 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [value]
+    gathered: list[Any] = [None] * world_size
+    torch.distributed.all_gather_object(gathered, value)
+    return gathered
+
+
+def gather_tensor(trainer: Any, tensor: Tensor) -> Tensor:
+    """Stack every rank's ``tensor`` (same shape on all ranks) along a new first dimension, in rank order."""
+    _, world_size = rank_and_world(trainer)
+    if world_size == 1:
+        return tensor[None]
+    local = tensor.to(trainer.strategy.root_device).contiguous()  # NCCL needs the rank's own GPU
+    gathered = [torch.empty_like(local) for _ in range(world_size)]
+    torch.distributed.all_gather(gathered, local)
+    return torch.stack(gathered).cpu()
+
+
+def unsplit(per_rank: Tensor, count: int) -> Tensor:
+    """Undo :func:`split_jobs`: ``per_rank[r, i]`` holds job ``i * world_size + r``; return jobs ``0..count-1``."""
+    world_size, per = per_rank.shape[:2]
+    ordered = per_rank.transpose(0, 1).reshape(world_size * per, *per_rank.shape[2:])
+    return ordered[:count]

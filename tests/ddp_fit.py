@@ -1,0 +1,73 @@
+"""A DDP fit on the CPU (gloo), run as a script by tests/test_distributed.py: Lightning's "ddp" strategy starts the
+other rank by running this file again, which it cannot do from inside pytest.
+
+Usage: python tests/ddp_fit.py OUT_DIR STRATEGY WITH_CNNSEE [PRECISION]
+Rank 0 saves the final weights, the callback's fixed images and last results to OUT_DIR/result.pt.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytorch_lightning as pl
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tiny import TinyClassifier, make_loaders  # noqa: E402
+
+from lightning_cnnsee import CNNSee  # noqa: E402
+
+
+class FailingOnRankOne(CNNSee):
+    """Fails inside the computation on rank 1 only: the ranks must decide together and go on."""
+
+    def _compute_local(self, pl_module, include_patterns, rank, world_size):
+        if rank == 1:
+            raise RuntimeError("rank one broke")
+        return super()._compute_local(pl_module, include_patterns, rank, world_size)
+
+
+def main() -> None:
+    out, strategy, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+    precision = sys.argv[4] if len(sys.argv) > 4 else "32-true"
+    torch.set_num_threads(1)
+    pl.seed_everything(0, workers=True)
+    train, val = make_loaders(count=64, batch_size=8)
+    options = dict(ascent_steps=4, num_samples=6, every_n_epochs=1, every_n_steps=3)
+    callbacks = {"none": [], "cnnsee": [CNNSee(**options)], "failing": [FailingOnRankOne(**options)]}[mode]
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy=strategy,
+        precision=precision,
+        max_epochs=2,
+        deterministic=True,
+        callbacks=callbacks,
+        default_root_dir=out,
+        logger=pl.loggers.TensorBoardLogger(out, name="logs", version=0),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        log_every_n_steps=1,
+    )
+    model = TinyClassifier()
+    trainer.fit(model, train, val)
+    if callbacks:
+        with open(os.path.join(out, f"share_rank{trainer.global_rank}.txt"), "w") as handle:
+            handle.write(str(callbacks[0].last_share))
+    if trainer.is_global_zero:
+        callback = callbacks[0] if callbacks else None
+        saved = {"weights": trainer.lightning_module.state_dict(), "world_size": trainer.world_size}
+        if callback is not None and callback.last_results is not None:  # ddp_spawn: state stays in the workers
+            saved["images"] = callback._images
+            saved["labels"] = callback._labels
+            results = callback.last_results
+            saved["filters"] = {k: (v.channels, v.images, v.activations) for k, v in results.filters.items()}
+            saved["classes"] = (results.classes.channels, results.classes.images, results.classes.activations)
+            saved["runs"] = callback._runs
+        torch.save(saved, os.path.join(out, "result.pt"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""DDP on the CPU (gloo, two processes) and precision plugins: no hang, one writer, shared work, same training."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from tiny import TinyClassifier, make_loaders, read_images, trainer_kwargs
+
+from lightning_cnnsee import CNNSee
+
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ddp_fit.py")
+TIMEOUT = 240  # seconds: a hang fails the test instead of blocking CI
+
+pytestmark = pytest.mark.skipif(
+    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+    reason="needs torch.distributed with the gloo backend",
+)
+
+
+def run_ddp(out, strategy: str, mode: str, precision: str = "32-true") -> tuple[dict, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env.pop("LOCAL_RANK", None)
+    completed = subprocess.run(
+        [sys.executable, SCRIPT, str(out), strategy, mode, precision],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=env,
+        cwd=os.path.dirname(SCRIPT),
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-4000:]
+    return torch.load(os.path.join(out, "result.pt"), weights_only=False), output
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    return {mode: (root / mode, *run_ddp(root / mode, "ddp", mode)) for mode in ("none", "cnnsee")}
+
+
+def test_ddp_logs_each_scheduled_run_once_from_rank_zero(ddp_runs):
+    out, result, _ = ddp_runs["cnnsee"]
+    assert result["world_size"] == 2
+    log_dir = out / "logs" / "version_0"
+    event_files = [name for name in os.listdir(log_dir) if name.startswith("events.out")]
+    assert len(event_files) == 1  # rank 1 writes nothing
+    tags = read_images(str(log_dir))
+    # 64 images, 2 ranks, batch 8: 4 steps per epoch; runs every 3 steps and at epoch ends, a baseline, the end
+    expected = [0, 3, 4, 6, 8]
+    assert {tag: steps for tag, steps in tags.items()} == {tag: expected for tag in tags}
+    assert {tag.split("/")[1] for tag in tags} == {"gradcam", "filters", "classes", "activations"}
+
+
+def test_ddp_training_is_identical_with_and_without_cnnsee(ddp_runs):
+    without, with_callback = ddp_runs["none"][1]["weights"], ddp_runs["cnnsee"][1]["weights"]
+    for name in without:
+        assert torch.equal(without[name], with_callback[name]), name
+
+
+def test_patterns_split_across_ranks_equal_a_single_process_run(ddp_runs):
+    _, result, _ = ddp_runs["cnnsee"]
+    model = TinyClassifier()
+    model.load_state_dict(result["weights"])
+    callback = CNNSee(ascent_steps=4, num_samples=6)
+    callback._images, callback._labels = result["images"], result["labels"]
+    single = callback.compute(model)
+    assert single.filters.keys() == result["filters"].keys()
+    for layer, (channels, images, activations) in result["filters"].items():
+        assert channels == single.filters[layer].channels
+        torch.testing.assert_close(images, single.filters[layer].images, atol=1e-4, rtol=0)
+        torch.testing.assert_close(activations, single.filters[layer].activations, atol=1e-3, rtol=1e-3)
+    shares = [int((ddp_runs["cnnsee"][0] / f"share_rank{rank}.txt").read_text()) for rank in (0, 1)]
+    total = sum(len(found.channels) for found in single.filters.values()) + len(single.classes.channels)
+    assert shares == [-(-total // 2), total // 2]  # each rank optimized its half
+    channels, images, activations = result["classes"]
+    assert channels == single.classes.channels
+    torch.testing.assert_close(images, single.classes.images, atol=1e-4, rtol=0)
+
+
+def test_ddp_fixed_images_are_rank_zeros_validation_images(ddp_runs):
+    _, result, _ = ddp_runs["cnnsee"]
+    _, val = make_loaders(count=64, batch_size=8)
+    x, y = val.dataset.tensors
+    # the distributed sampler gives rank 0 every other image
+    assert torch.equal(result["images"], x[0::2][:6])
+    assert torch.equal(result["labels"], y[0::2][:6])
+
+
+def test_a_failure_on_one_rank_is_decided_together_and_training_goes_on(tmp_path):
+    result, output = run_ddp(tmp_path, "ddp", "failing")
+    assert "rank 1 failed with RuntimeError: rank one broke" in output
+    assert output.count("rank one broke") <= 2  # reported once per cause, not at every run
+    assert "weights" in result
+
+
+def test_ddp_spawn_logs_and_trains_identically(tmp_path):
+    plain, _ = run_ddp(tmp_path / "none", "ddp_spawn", "none")
+    seen, _ = run_ddp(tmp_path / "cnnsee", "ddp_spawn", "cnnsee")
+    for name in plain["weights"]:
+        assert torch.equal(plain["weights"][name], seen["weights"][name]), name
+    tags = read_images(str(tmp_path / "cnnsee" / "logs" / "version_0"))
+    assert tags and all(steps == [0, 3, 4, 6, 8] for steps in tags.values())
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "bf16-true"])
+def test_visualizations_work_under_each_cpu_precision(tmp_path, precision):
+    pl.seed_everything(0)
+    train, val = make_loaders()
+    callback = CNNSee(ascent_steps=4, num_samples=6, strict=True)
+    trainer = pl.Trainer(callbacks=[callback], **trainer_kwargs(tmp_path, precision=precision, max_epochs=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(TinyClassifier(), train, val)
+    tags = read_images(trainer.logger.log_dir)
+    assert {tag.split("/")[1] for tag in tags} == {"gradcam", "filters", "classes", "activations"}
+    results = callback.last_results
+    for cam in results.cams_predicted.values():
+        assert cam.dtype == torch.float32 and torch.isfinite(cam).all()
+    for found in [*results.filters.values(), results.classes]:
+        assert found.images.dtype == torch.float32 and torch.isfinite(found.images).all()
+        assert found.activations.abs().sum() > 0
