@@ -78,6 +78,22 @@ def _has_validation(trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
     return bool(source.is_defined()) if source is not None else True
 
 
+SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
+
+
+def _refuse_sharded_strategies(trainer: pl.Trainer) -> None:
+    """Sharded strategies split the parameters across ranks; CNNSee needs the whole model on every rank."""
+    names = [cls.__name__ for cls in type(getattr(trainer, "strategy", None)).__mro__]
+    sharded = next((name for name in names if name in SHARDED_STRATEGIES), None)
+    if sharded is not None:
+        raise ValueError(
+            f"CNNSee does not support the sharded strategy {sharded}: its visualizations run the whole model on "
+            "each rank, and this strategy splits the parameters across ranks. Use strategy='ddp' (or 'ddp_spawn', "
+            "'auto' on one device) while you visualize, or remove CNNSee from the callbacks for this run. "
+            f"Sharded strategies refused: {list(SHARDED_STRATEGIES)}."
+        )
+
+
 class CNNSee(pl.Callback):
     """See what your CNN sees while it trains: Grad-CAM heat maps, filter and class ascent, activation grids.
 
@@ -120,6 +136,9 @@ class CNNSee(pl.Callback):
         output_key: where the logits are when the model returns a tuple or dict.
         seed: seed of the ascent's own random generators (the global random state is never used).
         strict: re-raise an error inside a visualization instead of warning and going on.
+        max_overhead: the most CNNSee may cost, as a fraction of training time (0.05: 5%). CNNSee measures its own
+            runs and defers a scheduled run (or runs it without the costly filter and class ascent) when it would
+            go over; the baseline and the final run always happen. ``None``: no limit.
 
     Example::
 
@@ -160,6 +179,7 @@ class CNNSee(pl.Callback):
         output_key: int | str | None = None,
         seed: int = 0,
         strict: bool = False,
+        max_overhead: float | None = 0.05,
     ) -> None:
         super().__init__()
         for name, value in [
@@ -173,6 +193,7 @@ class CNNSee(pl.Callback):
             _positive(name, value)
         _positive("every_n_epochs", every_n_epochs, allow_none=True)
         _positive("every_n_steps", every_n_steps, allow_none=True)
+        _positive("max_overhead", max_overhead, allow_none=True)
         if not isinstance(ascent_steps, int) or ascent_steps < 0:
             raise ValueError(f"ascent_steps must be an int >= 0, got {ascent_steps!r}.")
         unknown = [t for t in techniques if t not in TECHNIQUES]
@@ -222,6 +243,7 @@ class CNNSee(pl.Callback):
         self.output_key = output_key
         self.seed = seed
         self.strict = strict
+        self.max_overhead = max_overhead
 
         self._images: Tensor | None = None
         self._labels: Tensor | None = None
@@ -235,9 +257,16 @@ class CNNSee(pl.Callback):
         self._writers: list[ImageWriter] = []
         self.last_results: _Results | None = None
         self.last_share = 0  # filter and class patterns this rank optimized in the last run
+        self._train_started: float | None = None
+        self._spent = 0.0  # seconds CNNSee ran during this fit
+        self._costs: dict[bool, float] = {}  # seconds of the last run, with and without patterns
+        self._deferred = 0
+        self._patterns_seconds = 0.0  # time of the filter and class ascent in the last run
+        self._last_patterns_step: int | None = None
 
     # ------------------------------------------------------------------ setup
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        _refuse_sharded_strategies(trainer)
         for option in ("layers", "gradcam_layers", "filter_layers", "activation_layers"):
             names = getattr(self, option)
             if names is not None:
@@ -375,16 +404,73 @@ class CNNSee(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._maybe_run(trainer, pl_module, "final")
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._train_started = time.perf_counter()
+        self._spent = 0.0
+
     def _maybe_run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, reason: str) -> None:
-        if self._images is None or self._last_step == trainer.global_step:
+        if self._images is None:
             return
+        if self._last_step == trainer.global_step:
+            if reason == "final" and self._last_patterns_step != trainer.global_step:
+                # a cheap run already showed this step: complete it with the filter and class patterns
+                self.run(trainer, pl_module, include_patterns=True, include_maps=False)
+                self._last_patterns_step = trainer.global_step
+            return
+        always = reason in ("baseline", "final")
+        include_patterns = always or self._runs % self.filters_every_n_runs == 0
+        if not always and self.max_overhead is not None:
+            # rank 0's clock decides for every rank, so that all ranks run (and meet in collectives) together
+            go, include_patterns = broadcast_from_zero(trainer, self._budget_allows(include_patterns))
+            if not go:
+                self._deferred += 1
+                if self._deferred == 1:
+                    rank_zero_info(
+                        f"CNNSee deferred a run at step {trainer.global_step} to stay within max_overhead="
+                        f"{self.max_overhead:g} of training time; raise max_overhead (or set it to None) for more."
+                    )
+                return
         self._last_step = trainer.global_step
+        if include_patterns:
+            self._last_patterns_step = trainer.global_step
         self._runs += 1
-        include_patterns = reason in ("baseline", "final") or (self._runs - 1) % self.filters_every_n_runs == 0
+        started = time.perf_counter()
         self.run(trainer, pl_module, include_patterns=include_patterns)
+        cost = time.perf_counter() - started
+        self._spent += cost
+        self._costs[include_patterns] = cost
+        if include_patterns and False not in self._costs:  # until measured, a run without patterns costs this
+            self._costs[False] = max(cost - self._patterns_seconds, 0.0)
+        training = self._training_seconds()
+        if training > 0 and trainer.is_global_zero:
+            for writer in self._writers:
+                writer.add_scalar(f"{TAG_PREFIX}/overhead", self._spent / training, trainer.global_step)
+
+    def _training_seconds(self) -> float:
+        """Wall time of training since it started, less the time CNNSee took."""
+        if self._train_started is None:
+            return 0.0
+        return time.perf_counter() - self._train_started - self._spent
+
+    def _budget_allows(self, include_patterns: bool) -> tuple[bool, bool]:
+        """``(run, with_patterns)``: the fullest run whose expected cost keeps CNNSee within ``max_overhead``."""
+        assert self.max_overhead is not None
+        budget = self.max_overhead * self._training_seconds()
+        for patterns in ([True, False] if include_patterns else [False]):
+            expected = self._costs.get(patterns, 0.0)
+            if self._spent + expected <= budget:
+                return True, patterns
+        return False, False
 
     # ------------------------------------------------------------------- run
-    def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, include_patterns: bool = True) -> None:
+    def run(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        *,
+        include_patterns: bool = True,
+        include_maps: bool = True,
+    ) -> None:
         """Compute, render and log every visualization now, at ``trainer.global_step``; errors are contained.
 
         Under DDP every rank must call this at the same point: each rank optimizes its share of the filter and
@@ -399,7 +485,7 @@ class CNNSee(pl.Callback):
         local: _Results | None = None
         failure: BaseException | None = None
         try:
-            local = self._compute_local(pl_module, include_patterns, rank, world_size)
+            local = self._compute_local(pl_module, include_patterns, rank, world_size, include_maps=include_maps)
         except Exception as error:  # a visualization must never end training
             failure = error
         if not all_ranks_agree(trainer, failure is None):
@@ -545,8 +631,16 @@ class CNNSee(pl.Callback):
                 jobs.append((picks.classes, channel, f"{TAG_PREFIX}/classes"))
         return jobs
 
-    def _compute_local(self, pl_module: pl.LightningModule, include_patterns: bool, rank: int, world_size: int) -> _Results:
-        """This rank's part of a run: Grad-CAM and activations on rank 0, a share of the patterns on every rank."""
+    def _compute_local(
+        self,
+        pl_module: pl.LightningModule,
+        include_patterns: bool,
+        rank: int,
+        world_size: int,
+        include_maps: bool = True,
+    ) -> _Results:
+        """This rank's part of a run: Grad-CAM and activations on rank 0 (unless ``include_maps`` is false), a share
+        of the patterns on every rank."""
         assert self._images is not None
         device, dtype = self._input_device_dtype(pl_module)
         results = _Results()
@@ -555,7 +649,8 @@ class CNNSee(pl.Callback):
             images = self._images.to(device=device, dtype=dtype if self._images.is_floating_point() else torch.float32)
             images = torch.nan_to_num(images)
             picks = self.resolve_layers(pl_module, images)
-            if rank == 0 and "gradcam" in self.techniques and picks.gradcam:
+            maps = rank == 0 and include_maps
+            if maps and "gradcam" in self.techniques and picks.gradcam:
                 results.cams_predicted, results.logits = cams_and_logits(
                     pl_module, images, picks.gradcam, None, self.cam_method, output_key=self.output_key
                 )
@@ -564,8 +659,9 @@ class CNNSee(pl.Callback):
                         pl_module, images, picks.gradcam, self._labels.to(device), self.cam_method,
                         output_key=self.output_key,
                     )
-            if rank == 0 and "activations" in self.techniques and self._activation_layers:
+            if maps and "activations" in self.techniques and self._activation_layers:
                 results.activations = capture_activations(pl_module, images, self._activation_layers)
+            patterns_started = time.perf_counter()
             if include_patterns:
                 results.pattern_jobs = self._pattern_jobs(picks)
                 mine = split_jobs(results.pattern_jobs, rank, world_size)
@@ -583,6 +679,7 @@ class CNNSee(pl.Callback):
                     )
                     results.pattern_images[indices] = found.images.cpu()
                     results.pattern_activations[indices] = found.activations.cpu()
+            self._patterns_seconds = time.perf_counter() - patterns_started
         return results
 
     def _gather_patterns(self, trainer: pl.Trainer | None, results: _Results) -> _Results:

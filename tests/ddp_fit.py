@@ -22,10 +22,10 @@ from lightning_cnnsee import CNNSee  # noqa: E402
 class FailingOnRankOne(CNNSee):
     """Fails inside the computation on rank 1 only: the ranks must decide together and go on."""
 
-    def _compute_local(self, pl_module, include_patterns, rank, world_size):
+    def _compute_local(self, pl_module, include_patterns, rank, world_size, **kwargs):
         if rank == 1:
             raise RuntimeError("rank one broke")
-        return super()._compute_local(pl_module, include_patterns, rank, world_size)
+        return super()._compute_local(pl_module, include_patterns, rank, world_size, **kwargs)
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     torch.set_num_threads(1)
     pl.seed_everything(0, workers=True)
     train, val = make_loaders(count=64, batch_size=8)
-    options = dict(ascent_steps=4, num_samples=6, every_n_epochs=1, every_n_steps=3)
+    options = dict(ascent_steps=4, num_samples=6, every_n_epochs=1, every_n_steps=3, max_overhead=None)
     callbacks = {"none": [], "cnnsee": [CNNSee(**options)], "failing": [FailingOnRankOne(**options)]}[mode]
     trainer = pl.Trainer(
         accelerator="cpu",

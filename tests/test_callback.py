@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 import os
 import warnings
 
@@ -17,7 +18,7 @@ from tiny import TinyClassifier, make_loaders, read_images, trainer_kwargs
 from lightning_cnnsee import CNNSee
 from lightning_cnnsee.hooks import count_hooks
 
-FAST = dict(ascent_steps=4, num_samples=6)
+FAST = dict(ascent_steps=4, num_samples=6, max_overhead=None)
 
 
 def fit(tmp_path, callback: CNNSee | None, seed: int = 0, **overrides):
@@ -201,3 +202,47 @@ def test_images_are_denormalized_with_the_given_mean_and_std():
     image = callback.render(callback.compute(model))["cnnsee/activations/features.0"]
     # the first tile of the first row is the image itself: black, not clipped white or grey
     assert float(image[:, 2:10, 2:10].max()) == 0.0
+
+
+@pytest.fixture
+def slow_ascent(monkeypatch):
+    """Filter and class ascent that take 0.15 s per layer: far over a 5% budget when runs come every step."""
+    import lightning_cnnsee.callback as callback_module
+
+    real = callback_module.filter_ascent
+
+    def slow(*args, **kwargs):
+        time.sleep(0.15)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(callback_module, "filter_ascent", slow)
+
+
+class SlowTraining(TinyClassifier):
+    """0.1 s per training step, so that a budget in fractions of training time means something."""
+
+    def training_step(self, batch, batch_idx):
+        time.sleep(0.1)
+        return super().training_step(batch, batch_idx)
+
+
+def test_max_overhead_defers_costly_runs_but_keeps_the_baseline_and_the_final_run(tmp_path, slow_ascent):
+    callback = CNNSee(every_n_epochs=None, every_n_steps=1, ascent_steps=2, num_samples=4, max_overhead=0.3)
+    pl.seed_everything(0)
+    train, val = make_loaders()
+    trainer = pl.Trainer(callbacks=[callback], **trainer_kwargs(tmp_path, max_steps=30, max_epochs=10))
+    trainer.fit(SlowTraining(), train, val)
+    tags = read_images(trainer.logger.log_dir)
+    patterns = tags["cnnsee/classes"]
+    assert patterns[0] == 0 and patterns[-1] == 30  # baseline and final run always happen
+    assert len(patterns) < 10  # most of the 31 full runs asked for were deferred
+    assert len(tags["cnnsee/gradcam/features"]) > len(patterns)  # cheaper runs without ascent went on
+    last_run = callback._costs[True]
+    # within budget, but for the final run that always happens
+    assert callback._spent - last_run <= 0.3 * callback._training_seconds() + 0.05
+
+
+def test_without_max_overhead_every_scheduled_run_happens(tmp_path, slow_ascent):
+    callback = CNNSee(every_n_epochs=None, every_n_steps=5, ascent_steps=2, num_samples=4, max_overhead=None)
+    trainer, _ = fit(tmp_path, callback, max_steps=15, max_epochs=10)
+    assert read_images(trainer.logger.log_dir)["cnnsee/classes"] == [0, 5, 10, 15]

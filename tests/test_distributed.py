@@ -126,3 +126,13 @@ def test_visualizations_work_under_each_cpu_precision(tmp_path, precision):
     for found in [*results.filters.values(), results.classes]:
         assert found.images.dtype == torch.float32 and torch.isfinite(found.images).all()
         assert found.activations.abs().sum() > 0
+
+
+def test_sharded_strategies_are_refused_at_setup_with_what_to_do(tmp_path):
+    from pytorch_lightning.strategies import FSDPStrategy
+
+    class FakeTrainer:
+        strategy = FSDPStrategy()
+
+    with pytest.raises(ValueError, match=r"sharded strategy FSDPStrategy.*Use strategy='ddp'"):
+        CNNSee().setup(FakeTrainer(), TinyClassifier(), "fit")

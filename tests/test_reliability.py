@@ -16,7 +16,7 @@ from tiny import NUM_CLASSES, TinyClassifier, make_loaders, read_images, trainer
 from lightning_cnnsee import CNNSee
 from lightning_cnnsee.hooks import count_hooks
 
-FAST = dict(ascent_steps=3, num_samples=6)
+FAST = dict(ascent_steps=3, num_samples=6, max_overhead=None)
 
 
 class EveryBatchCNNSee(CNNSee):
