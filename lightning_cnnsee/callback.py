@@ -9,6 +9,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -311,8 +312,6 @@ class CNNSee(pl.Callback):
 
     @staticmethod
     def _png_folder(trainer: pl.Trainer) -> str:
-        import os
-
         root = trainer.log_dir if trainer.loggers and trainer.log_dir else trainer.default_root_dir
         return os.path.join(root, TAG_PREFIX)
 
