@@ -4,6 +4,10 @@ Subcommands:
 
 - ``cnnsee demo --logdir DIR [--epochs N] [--seed S]``: train a small CNN on synthetic shapes with CNNSee logging
   to TensorBoard under ``DIR`` (about a minute on a laptop CPU), then print the command that opens TensorBoard.
+- ``cnnsee report LOGDIR [-o report.html] [--max-steps N]``: one self-contained HTML page of every run's CNNSee
+  images under ``LOGDIR``, a step slider per tag, runs side by side, hyper-parameters compared.
+- ``cnnsee export LOGDIR [-o DIR] [--no-gif] [--frame-ms MS] [--max-steps N]``: the same images as
+  ``DIR/<run>/<tag>/step_<step>.png``, and an animated GIF per tag.
 
 Each subcommand is one ``add_<name>_parser`` function that declares its arguments and one ``run_<name>`` function
 that receives the parsed namespace and returns the exit status. Heavy imports (torch, Lightning) happen inside the
@@ -80,6 +84,85 @@ def run_demo_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_review_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("logdir", metavar="LOGDIR",
+                        help="the TensorBoard log folder: one run's folder, or any folder above runs (every folder "
+                             "with event files under it is a run, e.g. version_0, version_1)")
+    parser.add_argument("--max-steps", type=positive_int, default=None, metavar="N",
+                        help="at most N steps per tag and run, evenly spaced, first and last kept (default: all)")
+    progress = parser.add_mutually_exclusive_group()
+    progress.add_argument("--progress", dest="progress", action="store_true", default=None,
+                          help="show progress bars on stderr (default: only when stderr is a terminal)")
+    progress.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
+def add_report_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="write one self-contained HTML page to review CNNSee logs: a step slider per tag, runs side by side",
+        description=(
+            "Read the CNNSee images (tags cnnsee/...) of every run under LOGDIR with TensorBoard's reader and write "
+            "one HTML file that needs nothing else (images embedded, no external resources): per tag, one column "
+            "per run and a slider over the steps; the runs' hyper-parameters side by side."
+        ),
+    )
+    _add_review_arguments(parser)
+    parser.add_argument("-o", "--output", default="report.html", metavar="FILE",
+                        help="the HTML file to write (default: %(default)s)")
+    parser.add_argument("--title", default=None, help="the page title (default: LOGDIR)")
+    parser.set_defaults(handler=run_report_command)
+
+
+def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="write CNNSee logs as PNG files (DIR/<run>/<tag>/step_N.png) and an animated GIF per tag",
+        description=(
+            "Read the CNNSee images (tags cnnsee/...) of every run under LOGDIR with TensorBoard's reader and write "
+            "each as DIR/<run>/<tag>/step_<step>.png, and each tag's steps as DIR/<run>/<tag>.gif."
+        ),
+    )
+    _add_review_arguments(parser)
+    parser.add_argument("-o", "--output", default="cnnsee-images", metavar="DIR",
+                        help="the folder to write to (default: %(default)s)")
+    parser.add_argument("--no-gif", dest="gif", action="store_false", help="PNG files only, no GIFs")
+    parser.add_argument("--frame-ms", type=positive_int, default=500, metavar="MS",
+                        help="how long each GIF frame shows, in milliseconds (default: %(default)s)")
+    parser.set_defaults(handler=run_export_command)
+
+
+def run_report_command(args: argparse.Namespace) -> int:
+    from lightning_cnnsee.review import NothingToReview, write_report
+
+    try:
+        summary = write_report(
+            args.logdir, args.output, max_steps=args.max_steps, title=args.title, progress=args.progress
+        )
+    except NothingToReview as error:
+        print(f"cnnsee report: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"Wrote {summary.path} ({summary.size_bytes / 1e6:.1f} MB): {summary.runs} run(s), {summary.tags} tags, "
+        f"{summary.frames} images. Open it in a browser."
+    )
+    return 0
+
+
+def run_export_command(args: argparse.Namespace) -> int:
+    from lightning_cnnsee.review import NothingToReview, export_images
+
+    try:
+        summary = export_images(
+            args.logdir, args.output, gif=args.gif, frame_ms=args.frame_ms, max_steps=args.max_steps,
+            progress=args.progress,
+        )
+    except NothingToReview as error:
+        print(f"cnnsee export: {error}", file=sys.stderr)
+        return 1
+    print(f"Wrote {summary.pngs} PNG files and {summary.gifs} GIFs under {summary.folder}.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``cnnsee`` argument parser, one subparser per subcommand."""
     parser = argparse.ArgumentParser(
@@ -88,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", required=True)
     add_demo_parser(subparsers)
+    add_report_parser(subparsers)
+    add_export_parser(subparsers)
     return parser
 
 

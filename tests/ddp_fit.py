@@ -28,6 +28,28 @@ class FailingOnRankOne(CNNSee):
         return super()._compute_local(pl_module, include_patterns, rank, world_size, **kwargs)
 
 
+WRAPPER_CALLS_DURING_RUNS = []
+
+
+class WatchingWrapper(CNNSee):
+    """Records any call of the DDP wrapper's forward while a visualization runs (there must be none)."""
+
+    def run(self, trainer, pl_module, **kwargs):
+        from torch.nn.parallel import DistributedDataParallel
+
+        real = DistributedDataParallel.forward
+
+        def watched(wrapper, *args, **inner):
+            WRAPPER_CALLS_DURING_RUNS.append(trainer.global_step)
+            return real(wrapper, *args, **inner)
+
+        DistributedDataParallel.forward = watched
+        try:
+            super().run(trainer, pl_module, **kwargs)
+        finally:
+            DistributedDataParallel.forward = real
+
+
 def main() -> None:
     out, strategy, mode = sys.argv[1], sys.argv[2], sys.argv[3]
     precision = sys.argv[4] if len(sys.argv) > 4 else "32-true"
@@ -35,7 +57,7 @@ def main() -> None:
     pl.seed_everything(0, workers=True)
     train, val = make_loaders(count=64, batch_size=8)
     options = dict(ascent_steps=4, num_samples=6, every_n_epochs=1, every_n_steps=3, max_overhead=None)
-    callbacks = {"none": [], "cnnsee": [CNNSee(**options)], "failing": [FailingOnRankOne(**options)]}[mode]
+    callbacks = {"none": [], "cnnsee": [WatchingWrapper(**options)], "failing": [FailingOnRankOne(**options)]}[mode]
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=2,
@@ -58,7 +80,11 @@ def main() -> None:
             handle.write(str(callbacks[0].last_share))
     if trainer.is_global_zero:
         callback = callbacks[0] if callbacks else None
-        saved = {"weights": trainer.lightning_module.state_dict(), "world_size": trainer.world_size}
+        saved = {
+            "weights": trainer.lightning_module.state_dict(),
+            "world_size": trainer.world_size,
+            "wrapper_calls_during_runs": list(WRAPPER_CALLS_DURING_RUNS),
+        }
         if callback is not None and callback.last_results is not None:  # ddp_spawn: state stays in the workers
             saved["images"] = callback._images
             saved["labels"] = callback._labels

@@ -58,6 +58,11 @@ def test_ddp_logs_each_scheduled_run_once_from_rank_zero(ddp_runs):
     assert {tag.split("/")[1] for tag in tags} == {"gradcam", "filters", "classes", "activations"}
 
 
+def test_visualizations_never_call_the_ddp_wrapper(ddp_runs):
+    _, result, _ = ddp_runs["cnnsee"]
+    assert result["runs"] >= 4 and result["wrapper_calls_during_runs"] == []
+
+
 def test_ddp_training_is_identical_with_and_without_cnnsee(ddp_runs):
     without, with_callback = ddp_runs["none"][1]["weights"], ddp_runs["cnnsee"][1]["weights"]
     for name in without:
@@ -136,3 +141,22 @@ def test_sharded_strategies_are_refused_at_setup_with_what_to_do(tmp_path):
 
     with pytest.raises(ValueError, match=r"sharded strategy FSDPStrategy.*Use strategy='ddp'"):
         CNNSee().setup(FakeTrainer(), TinyClassifier(), "fit")
+
+
+def test_the_readme_multi_gpu_command_runs_on_two_cpu_processes(tmp_path):
+    root = os.path.dirname(os.path.dirname(SCRIPT))
+    readme = open(os.path.join(root, "README.md")).read()
+    command = next(line for line in readme.splitlines() if "--trainer.accelerator=cpu --trainer.devices=2" in line)
+    arguments = command.split()[1:]  # drop "python"
+    small = [
+        "--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1",
+        "--data.num_train=256", "--data.num_val=64", f"--trainer.logger.init_args.save_dir={tmp_path}",
+    ]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    completed = subprocess.run(
+        [sys.executable, *arguments, *small], cwd=root, capture_output=True, text=True, timeout=TIMEOUT, env=env
+    )
+    assert completed.returncode == 0, (completed.stdout + completed.stderr)[-4000:]
+    log_dir = tmp_path / "shapes" / "version_0"
+    tags = read_images(str(log_dir))
+    assert {tag.split("/")[1] for tag in tags} == {"gradcam", "filters", "classes", "activations"}
