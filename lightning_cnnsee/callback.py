@@ -138,8 +138,9 @@ class CNNSee(pl.Callback):
         seed: seed of the ascent's own random generators (the global random state is never used).
         strict: re-raise an error inside a visualization instead of warning and going on.
         max_overhead: the most CNNSee may cost, as a fraction of training time (0.05: 5%). CNNSee measures its own
-            runs and defers a scheduled run (or runs it without the costly filter and class ascent) when it would
-            go over; the baseline and the final run always happen. ``None``: no limit.
+            runs and defers a scheduled run (or runs it without the costly filter and class ascent) when the
+            scheduled runs would go over; the baseline and the final run always happen, outside that budget.
+            ``None``: no limit.
 
     Example::
 
@@ -259,7 +260,8 @@ class CNNSee(pl.Callback):
         self.last_results: _Results | None = None
         self.last_share = 0  # filter and class patterns this rank optimized in the last run
         self._train_started: float | None = None
-        self._spent = 0.0  # seconds CNNSee ran during this fit
+        self._spent = 0.0  # seconds of the scheduled runs of this fit (the budget's share)
+        self._spent_total = 0.0  # seconds of all runs of this fit, the baseline and the final run too
         self._costs: dict[bool, float] = {}  # seconds of the last run, with and without patterns
         self._deferred = 0
         self._patterns_seconds = 0.0  # time of the filter and class ascent in the last run
@@ -405,7 +407,7 @@ class CNNSee(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._train_started = time.perf_counter()
-        self._spent = 0.0
+        self._spent = self._spent_total = 0.0
 
     def _maybe_run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, reason: str) -> None:
         if self._images is None:
@@ -436,20 +438,22 @@ class CNNSee(pl.Callback):
         started = time.perf_counter()
         self.run(trainer, pl_module, include_patterns=include_patterns)
         cost = time.perf_counter() - started
-        self._spent += cost
+        self._spent_total += cost
+        if not always:  # the baseline and the final run are outside the budget of the scheduled runs
+            self._spent += cost
         self._costs[include_patterns] = cost
         if include_patterns and False not in self._costs:  # until measured, a run without patterns costs this
             self._costs[False] = max(cost - self._patterns_seconds, 0.0)
         training = self._training_seconds()
-        if training > 0 and trainer.is_global_zero:
+        if training >= 1.0 and trainer.is_global_zero:
             for writer in self._writers:
-                writer.add_scalar(f"{TAG_PREFIX}/overhead", self._spent / training, trainer.global_step)
+                writer.add_scalar(f"{TAG_PREFIX}/overhead", self._spent_total / training, trainer.global_step)
 
     def _training_seconds(self) -> float:
         """Wall time of training since it started, less the time CNNSee took."""
         if self._train_started is None:
             return 0.0
-        return time.perf_counter() - self._train_started - self._spent
+        return time.perf_counter() - self._train_started - self._spent_total
 
     def _budget_allows(self, include_patterns: bool) -> tuple[bool, bool]:
         """``(run, with_patterns)``: the fullest run whose expected cost keeps CNNSee within ``max_overhead``."""
