@@ -116,7 +116,7 @@ def test_short_demo_writes_tensorboard_scalars_and_cnnsee_images(tmp_path):
     assert any(tag.startswith("cnnsee/") for tag in tags["images"]), tags["images"]
 
 
-def test_demo_trains_with_a_cnnsee_that_knows_the_normalization_and_class_names(tmp_path, monkeypatch):
+def test_demo_trains_with_a_cnnsee_that_knows_the_normalization_class_names_and_runs_every_epoch(tmp_path, monkeypatch):
     import lightning_cnnsee.callback as callback_module
 
     created = []
@@ -129,7 +129,7 @@ def test_demo_trains_with_a_cnnsee_that_knows_the_normalization_and_class_names(
     monkeypatch.setattr(callback_module, "CNNSee", RecordingCNNSee)
     trainer = run_demo(str(tmp_path), max_epochs=1, num_train=64, num_val=16, batch_size=32,
                        enable_progress_bar=False)
-    assert created == [{"mean": MEAN, "std": STD, "class_names": CLASS_NAMES}]
+    assert created == [{"mean": MEAN, "std": STD, "class_names": CLASS_NAMES, "max_overhead": None}]
     assert any(isinstance(c, RecordingCNNSee) for c in trainer.callbacks)
 
 
