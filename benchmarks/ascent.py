@@ -1,0 +1,417 @@
+"""Filter ascent: our ``filter_ascent`` against lucent's per-channel ``render_vis`` loop, and the activation it reaches
+against steps and learning rate.
+
+    python benchmarks/ascent.py [--threads N] [--repeats N] [--parts compare curve] [--plot PATH]
+
+Part ``compare`` (from the issue): 8 channels of ResNet-18's ``layer2`` (random weights, seeded, eval mode), 64x64
+images, 48 steps, ImageNet normalization for both.
+
+- ``ours``: ``filter_ascent(model, "layer2", range(8), (3, 64, 64), steps=48, mean=IMAGENET_MEAN,
+  std=IMAGENET_STD)`` with its defaults otherwise (Adam lr 0.2, Fourier decorrelated parameterization, random
+  shift/scale/rotation), all channels as one batch, forward stopped at ``layer2``;
+- ``lucent``: lucent's usual loop, one call per channel: ``render.render_vis(model, f"layer2:{c}",
+  param_f=lambda: param.image(64), thresholds=(48,), show_image=False, progress=False)`` (its defaults: Adam lr
+  0.05, ``transform.standard_transforms``, ImageNet ``normalize()``, and because 64 < 224 it upsamples every image
+  to 224x224 before the network);
+- ``lucent @64``: the same with ``fixed_image_size=64``, so the network sees 64x64 as ours does (information: the
+  comparison at equal network input size).
+
+lucent hooks every module at each call and never removes the hooks; its model copy has them cleared after every
+call so that rounds do not slow each other down (that favours lucent slightly). Activation reached, measured the
+same way for every image: the model in eval mode, the final 64x64 image in [0, 1] normalized with the ImageNet mean
+and std, mean over space of the channel's ``layer2`` output. Targets: time ours / lucent <= 0.2, activation ours >=
+lucent (mean over the 8 channels).
+
+Part ``curve``: activation reached against steps (0..128) for Adam learning rates 0.05, 0.1, 0.2, 0.4, 0.8 with
+our ``filter_ascent``, on (a) ResNet-18 ``layer2`` at 64x64 and (b) the demo's ``ShapesClassifier`` after 3 epochs
+on 4096 images (no CNNSee; 3 epochs on 2048 images leave it at chance with the one-cycle schedule), layers
+``features.0``, ``features.8``, ``features.15`` (8 channels each) and ``classifier`` (6 classes) at 48x48. One
+128-step run per learning rate is recorded step by step (a subclass of ``torch.optim.Adam`` keeps a copy of the
+parameter after each step): ``filter_ascent`` draws the same random transformations in the same order whatever
+``steps`` is, so the state after k steps of that run is what ``steps=k`` returns. The script checks this on one
+case against a separate ``steps=k`` call. The plot goes to ``docs/images/ascent_curve.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import logging
+import os
+import random
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+import _common
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+CHANNELS = list(range(8))
+COMPARE_STEPS, COMPARE_SIZE = 48, 64
+TARGET_TIME_RATIO = 0.2
+CURVE_STEPS = [0, 8, 16, 24, 32, 48, 64, 96, 128]
+CURVE_LRS = [0.05, 0.1, 0.2, 0.4, 0.8]
+DEFAULT_STEPS, DEFAULT_LR = 64, 0.2
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# --------------------------------------------------------------------------------------------- measuring
+def mean_activation(model: torch.nn.Module, layer: str, channels: Sequence[int], images: torch.Tensor,
+                    mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Each image's own channel, averaged over space, at ``layer``: eval mode, ``(image - mean) / std``, no grad.
+
+    Written here on purpose (not the package's hooks): the same yardstick for our images and lucent's.
+    """
+    module = dict(model.named_modules())[layer]
+    seen: list[torch.Tensor] = []
+    handle = module.register_forward_hook(lambda _m, _i, output: seen.append(output.detach().clone()))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            mean_t = torch.tensor(mean)[None, :, None, None]
+            std_t = torch.tensor(std)[None, :, None, None]
+            model((images.float() - mean_t) / std_t)
+    finally:
+        handle.remove()
+        model.train(was_training)
+    output = seen[0]
+    picked = output[torch.arange(output.shape[0]), torch.tensor(list(channels))]
+    return picked.reshape(picked.shape[0], -1).mean(dim=1)
+
+
+@contextlib.contextmanager
+def recording_adam() -> Iterator[list[torch.Tensor]]:
+    """Inside the block, every ``torch.optim.Adam`` keeps a copy of its (first) parameter after each step."""
+    snapshots: list[torch.Tensor] = []
+    original = torch.optim.Adam
+
+    class RecordingAdam(original):  # type: ignore[misc, valid-type]
+        def step(self, closure=None):  # noqa: ANN001, ANN201
+            loss = super().step(closure)
+            snapshots.append(self.param_groups[0]["params"][0].detach().clone())
+            return loss
+
+    torch.optim.Adam = RecordingAdam  # type: ignore[misc]
+    try:
+        yield snapshots
+    finally:
+        torch.optim.Adam = original  # type: ignore[misc]
+
+
+def ascent_curve(model: torch.nn.Module, layer: str, channels: Sequence[int], shape: tuple[int, int, int],
+                 lr: float, mean: Sequence[float], std: Sequence[float]) -> tuple[dict[int, float], float, object]:
+    """``{steps: mean activation over channels}`` for CURVE_STEPS from one recorded run, its seconds per step, and
+    the run's result (for the consistency check)."""
+    from lightning_cnnsee import filter_ascent
+    from lightning_cnnsee.ascent import channel_generator, make_parameterization
+
+    generators = [channel_generator(0, c) for c in channels]
+    start, to_image = make_parameterization("fft", generators, shape)
+    with recording_adam() as snapshots:
+        started = time.perf_counter()
+        result = filter_ascent(model, layer, list(channels), shape, steps=max(CURVE_STEPS), lr=lr, mean=mean,
+                               std=std)
+        seconds = time.perf_counter() - started
+    if len(snapshots) != max(CURVE_STEPS):
+        raise RuntimeError(f"recorded {len(snapshots)} Adam steps for steps={max(CURVE_STEPS)}: filter_ascent no "
+                           "longer makes one torch.optim.Adam step per ascent step; the curve would be wrong.")
+    states = {0: start, **{k: snapshots[k - 1] for k in CURVE_STEPS if k > 0}}
+    with torch.no_grad():
+        final = to_image(states[max(CURVE_STEPS)])
+        if not torch.allclose(final, result.images, atol=1e-6):
+            raise RuntimeError("the recorded last step does not reproduce filter_ascent's image; curve invalid.")
+        curve = {k: float(mean_activation(model, layer, channels, to_image(state), mean, std).mean())
+                 for k, state in states.items()}
+    return curve, seconds / max(CURVE_STEPS), (to_image, snapshots)
+
+
+# --------------------------------------------------------------------------------------------- compare
+def compare(args: argparse.Namespace) -> list[str]:
+    import torchvision
+
+    from lightning_cnnsee import filter_ascent
+
+    try:
+        from lucent.modelzoo.util import get_model_layers
+        from lucent.optvis import param, render
+    except ImportError as error:
+        print(_common.missing_package_message("lucent (pip install torch-lucent)", error))
+        return ["lucent comparison: SKIPPED (torch-lucent not importable)"]
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    ours_model = copy.deepcopy(model)
+    lucent_model = copy.deepcopy(model)
+    names = get_model_layers(lucent_model)
+    assert "layer2" in names, "lucent names ResNet-18's layer2 differently"
+    shape = (3, COMPARE_SIZE, COMPARE_SIZE)
+    found: dict[str, list[torch.Tensor]] = {"ours": [], "lucent": [], "lucent @64": []}
+
+    def clear_hooks() -> None:
+        for module in lucent_model.modules():
+            module._forward_hooks.clear()
+
+    def ours(steps: int = COMPARE_STEPS) -> None:
+        result = filter_ascent(ours_model, "layer2", CHANNELS, shape, steps=steps, mean=IMAGENET_MEAN,
+                               std=IMAGENET_STD)
+        if steps == COMPARE_STEPS:
+            found["ours"].append(result.images)
+
+    def lucent(fixed_size: int | None, key: str, steps: int = COMPARE_STEPS, channels: Sequence[int] = CHANNELS):
+        images = []
+        for channel in channels:
+            extra = {} if fixed_size is None else {"fixed_image_size": fixed_size}
+            out = render.render_vis(lucent_model, f"layer2:{channel}", param_f=lambda: param.image(COMPARE_SIZE),
+                                    thresholds=(steps,), show_image=False, progress=False, **extra)
+            clear_hooks()
+            images.append(torch.from_numpy(np.ascontiguousarray(out[-1])).permute(0, 3, 1, 2))
+        if steps == COMPARE_STEPS:
+            found[key].append(torch.cat(images))
+
+    seeds = {"lucent": 0, "lucent @64": 0}
+
+    def seeded(key: str, fixed_size: int | None):
+        def call() -> None:  # lucent draws its start and transformations from the global generators
+            for seed_global in (torch.manual_seed, np.random.seed, random.seed):
+                seed_global(seeds[key])
+            seeds[key] += 1
+            lucent(fixed_size, key)
+        return call
+
+    # warm-up: short calls (one-off costs: thread pools, oneDNN kernels, lucent's first hooks)
+    ours(steps=2)
+    lucent(None, "lucent", steps=2, channels=[0])
+    lucent(COMPARE_SIZE, "lucent @64", steps=2, channels=[0])
+    times = _common.interleaved(
+        {"ours": ours, "lucent": seeded("lucent", None), "lucent @64": seeded("lucent @64", COMPARE_SIZE)},
+        repeats=args.repeats, warmup=0,
+    )
+    reached = {key: torch.stack([mean_activation(model, "layer2", CHANNELS, images, IMAGENET_MEAN, IMAGENET_STD)
+                                 for images in runs]) for key, runs in found.items()}  # (rounds, 8)
+    time_ratio = _common.paired_ratio(times["ours"], times["lucent"])
+    time_ratio_64 = _common.paired_ratio(times["ours"], times["lucent @64"])
+    ours_act = float(reached["ours"].mean())
+
+    print(f"== compare: 8 channels of ResNet-18 layer2, {COMPARE_SIZE}x{COMPARE_SIZE}, {COMPARE_STEPS} steps "
+          f"(rounds: {args.repeats}, interleaved; median [min-max])")
+    rows = []
+    for key in found:
+        per_round = reached[key].mean(dim=1)
+        rows.append([key, f"{_common.median(times[key]):.2f} [{min(times[key]):.2f}-{max(times[key]):.2f}]",
+                     f"{_common.median(per_round.tolist()):.3f} [{float(per_round.min()):.3f}-"
+                     f"{float(per_round.max()):.3f}]",
+                     " ".join(f"{v:.2f}" for v in reached[key].median(dim=0).values.tolist())])
+    print(_common.table(["case", "seconds (8 channels)", "mean activation", "per channel (median of rounds)"], rows))
+    lucent_act = float(reached["lucent"].mean())
+    lucent64_act = float(reached["lucent @64"].mean())
+    wins = int((reached["ours"].median(dim=0).values >= reached["lucent"].median(dim=0).values).sum())
+    print(_common.table(
+        ["ratio / comparison", "value", "target", "verdict"],
+        [
+            ["time ours / lucent (usual loop)", _common.ratio_text(time_ratio), f"<= {TARGET_TIME_RATIO}",
+             _common.verdict(time_ratio[0], TARGET_TIME_RATIO)],
+            ["activation ours / lucent", f"{ours_act:.3f} / {lucent_act:.3f} ({wins}/8 channels ahead)",
+             ">= 1", _common.verdict(ours_act / lucent_act, 1.0, at_most=False)],
+            ["time ours / lucent @64 (info)", _common.ratio_text(time_ratio_64), "", ""],
+            ["activation ours / lucent @64 (info)", f"{ours_act:.3f} / {lucent64_act:.3f}", "",
+             f"{ours_act / lucent64_act:.2f}x"],
+        ],
+    ))
+    print()
+    return [
+        f"ascent time ours / lucent: {_common.ratio_text(time_ratio)} -> "
+        f"{_common.verdict(time_ratio[0], TARGET_TIME_RATIO)}",
+        f"ascent activation ours {ours_act:.3f} vs lucent {lucent_act:.3f} -> "
+        f"{_common.verdict(ours_act / lucent_act, 1.0, at_most=False)}",
+    ]
+
+
+# ----------------------------------------------------------------------------------------------- curve
+def train_shapes_model() -> tuple[torch.nn.Module, float, float]:
+    """The demo's ShapesClassifier after 3 epochs on 4096 images, without CNNSee."""
+    import pytorch_lightning as pl
+
+    from lightning_cnnsee.demo import run_demo
+
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as logdir, contextlib.redirect_stdout(open(os.devnull, "w")):
+        trainer = run_demo(logdir, max_epochs=3, num_train=4096, num_val=512, callback=pl.Callback(),
+                           enable_progress_bar=False)
+    accuracy = float(trainer.callback_metrics.get("val/acc", float("nan")))
+    return trainer.lightning_module.cpu().eval(), accuracy, time.perf_counter() - started
+
+
+def curve(args: argparse.Namespace) -> list[str]:
+    import torchvision
+
+    from lightning_cnnsee import filter_ascent
+    from lightning_cnnsee.data import MEAN, STD
+
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet18(weights=None).eval()
+    shapes, accuracy, train_seconds = train_shapes_model()
+    panels = [
+        ("ResNet-18 layer2 (64x64)", resnet, "layer2", CHANNELS, (3, 64, 64), IMAGENET_MEAN, IMAGENET_STD),
+        ("shapes features.0 (48x48)", shapes, "features.0", CHANNELS, (3, 48, 48), MEAN, STD),
+        ("shapes features.8", shapes, "features.8", CHANNELS, (3, 48, 48), MEAN, STD),
+        ("shapes features.15", shapes, "features.15", CHANNELS, (3, 48, 48), MEAN, STD),
+        ("shapes classifier (6 classes)", shapes, "classifier", list(range(6)), (3, 48, 48), MEAN, STD),
+    ]
+    print(f"== curve: mean activation reached against steps and Adam lr (shapes model: 3 epochs on 4096 images, "
+          f"val acc {accuracy:.3f}, trained in {train_seconds:.0f} s)")
+    results: dict[str, dict[float, dict[int, float]]] = {}
+    step_costs: dict[str, float] = {}
+    for title, model, layer, channels, shape, mean, std in panels:
+        results[title] = {}
+        per_step = []
+        for lr in CURVE_LRS:
+            values, seconds_per_step, recorded = ascent_curve(model, layer, channels, shape, lr, mean, std)
+            results[title][lr] = values
+            per_step.append(seconds_per_step)
+            if title == "shapes features.8" and lr == DEFAULT_LR:  # the recording equals a separate steps=k call
+                to_image, snapshots = recorded
+                separate = filter_ascent(model, layer, channels, shape, steps=48, lr=lr, mean=mean, std=std)
+                difference = float((to_image(snapshots[47]) - separate.images).abs().max())
+                print(f"check: recorded step 48 vs a separate filter_ascent(steps=48) call: max |diff| "
+                      f"{difference:.1e}" + ("" if difference < 1e-5 else "  <-- MISMATCH: curve not trustworthy"))
+        step_costs[title] = _common.median(per_step)
+    for title, by_lr in results.items():
+        rows = [[f"lr {lr:g}"] + [f"{by_lr[lr][k]:.2f}" for k in CURVE_STEPS] for lr in CURVE_LRS]
+        print(f"-- {title}: {len(panels[0][3]) if 'classifier' not in title else 6} images per step, "
+              f"{step_costs[title] * 1e3:.1f} ms per step")
+        print(_common.table(["steps ->"] + [str(k) for k in CURVE_STEPS], rows))
+    recommendation = recommend(results, step_costs)
+    plot_path = args.plot
+    try:
+        draw(results, plot_path)
+        print(f"plot: {os.path.relpath(plot_path, ROOT)}")
+    except ImportError as error:
+        print(f"plot skipped: {_common.missing_package_message('matplotlib', error)}")
+    return recommendation
+
+
+def recommend(results: dict[str, dict[float, dict[int, float]]], step_costs: dict[str, float]) -> list[str]:
+    """Two readings of the grid, each taking the worst of the five panels for every (lr, steps):
+
+    - against the current default: ``(value - start) / (default's value - start)``; the fewest steps whose best lr
+      reaches 1.0 everywhere give the current quality for less;
+    - against the best of the grid: ``(value - start) / (best value - start)``; the fewest steps reaching 90%.
+    """
+    versus_default: dict[tuple[float, int], float] = {}
+    versus_best: dict[tuple[float, int], float] = {}
+    for by_lr in results.values():
+        start = by_lr[CURVE_LRS[0]][0]
+        default = by_lr[DEFAULT_LR][DEFAULT_STEPS]
+        best = max(v for values in by_lr.values() for v in values.values())
+        for lr, values in by_lr.items():
+            for steps, value in values.items():
+                key = (lr, steps)
+                versus_default[key] = min(versus_default.get(key, float("inf")),
+                                          (value - start) / (default - start) if default > start else 1.0)
+                versus_best[key] = min(versus_best.get(key, float("inf")),
+                                       (value - start) / (best - start) if best > start else 1.0)
+    for title, grid in [("against the current default (steps=64, lr=0.2)", versus_default),
+                        ("against the best of the grid", versus_best)]:
+        print(f"-- worst progress over the five panels {title}: (value - start) / (reference - start)")
+        print(_common.table(["steps ->"] + [str(k) for k in CURVE_STEPS],
+                            [[f"lr {lr:g}"] + [f"{grid[(lr, k)]:.2f}" for k in CURVE_STEPS] for lr in CURVE_LRS]))
+    shapes_cost = sum(cost for title, cost in step_costs.items() if title.startswith("shapes"))
+    default_share = versus_best[(DEFAULT_LR, DEFAULT_STEPS)]
+    lines = [f"current default steps={DEFAULT_STEPS}, lr={DEFAULT_LR:g}: {default_share:.2f} "
+             f"of the best (worst panel); the demo's four ascents at ~{shapes_cost * 1e3:.0f} ms per step cost "
+             f"{DEFAULT_STEPS * shapes_cost:.2f} s per run"]
+
+    def cheapest(grid: dict[tuple[float, int], float], level: float) -> tuple[int, float] | None:
+        reaching = [(steps, lr) for (lr, steps), value in grid.items() if value >= level]
+        if not reaching:
+            return None
+        steps = min(k for k, _ in reaching)
+        return steps, max((grid[(lr, steps)], lr) for k, lr in reaching if k == steps)[1]
+
+    for grid, level, what in [(versus_default, 1.0, "the current default's activation in every panel"),
+                              (versus_best, 0.9, "90% of the best of the grid in every panel")]:
+        found = cheapest(grid, level)
+        if found is None:
+            lines.append(f"no (steps, lr) of the grid reaches {what}")
+            continue
+        steps, lr = found
+        lines.append(f"fewest steps reaching {what}: steps={steps}, lr={lr:g} (worst panel {grid[(lr, steps)]:.2f}"
+                     f"); the demo's four ascents {steps * shapes_cost:.2f} s per run, {steps / DEFAULT_STEPS:.2f}x "
+                     "the current cost")
+    for line in lines:
+        print(line)
+    print()
+    return lines
+
+
+def draw(results: dict[str, dict[float, dict[int, float]]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = 3
+    rows = -(-(len(results) + 1) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.4 * rows), squeeze=False)
+    axes = axes.flatten()
+    colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"]
+    for axis, (title, by_lr) in zip(axes, results.items()):
+        for colour, lr in zip(colours, CURVE_LRS):
+            values = by_lr[lr]
+            axis.plot(list(values), list(values.values()), marker="o", markersize=3, color=colour,
+                      label=f"Adam lr {lr:g}", linewidth=2.4 if lr == DEFAULT_LR else 1.3)
+        axis.axvline(DEFAULT_STEPS, color="grey", linestyle=":", linewidth=1)
+        axis.set_title(title, fontsize=10)
+        axis.set_xlabel("ascent steps")
+        axis.set_ylabel("mean activation reached")
+        axis.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    for axis in axes[len(results):]:
+        axis.axis("off")
+    axes[len(results)].legend(handles, labels, loc="center", fontsize=10,
+                              title=f"current default: steps={DEFAULT_STEPS} (dotted), lr={DEFAULT_LR:g} (thick)")
+    figure.suptitle("filter_ascent: mean activation of each target channel on its final image, averaged over the "
+                    "channels", fontsize=11)
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    _common.add_common_arguments(parser, repeats=2)
+    parser.add_argument("--parts", nargs="+", choices=["compare", "curve"], default=["compare", "curve"])
+    parser.add_argument("--plot", default=os.path.join(ROOT, "docs", "images", "ascent_curve.png"),
+                        help="where the curve's PNG goes (default docs/images/ascent_curve.png)")
+    args = parser.parse_args()
+    _common.set_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    started = time.perf_counter()
+    print("Filter-ascent benchmark")
+    print(_common.machine_line())
+    print()
+    summary = []
+    if "compare" in args.parts:
+        summary += compare(args)
+    if "curve" in args.parts:
+        summary += curve(args)
+    print("== summary")
+    for line in summary:
+        print(line)
+    print(f"({time.perf_counter() - started:.0f} s in all; {_common.machine_line()})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
