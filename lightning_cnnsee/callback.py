@@ -32,6 +32,7 @@ from lightning_cnnsee.distributed import (
     rank_and_world,
     split_jobs,
     unsplit,
+    wait_for_all_ranks,
 )
 from lightning_cnnsee.hooks import eval_mode, gradients_enabled
 from lightning_cnnsee.layers import LayerPicks, pick_layers, resolve_layer_names
@@ -404,6 +405,7 @@ class CNNSee(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._maybe_run(trainer, pl_module, "final")
+        wait_for_all_ranks(trainer)  # no rank may leave while the final run's gather is still reaching rank 0
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._train_started = time.perf_counter()

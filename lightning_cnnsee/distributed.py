@@ -39,6 +39,13 @@ def all_ranks_agree(trainer: Any, decision: bool) -> bool:
     return bool(trainer.strategy.reduce_boolean_decision(decision, all=True))
 
 
+def wait_for_all_ranks(trainer: Any) -> None:
+    """A barrier under DDP (every rank waits until all arrive); nothing in a single process."""
+    _, world_size = rank_and_world(trainer)
+    if world_size > 1:
+        trainer.strategy.barrier("cnnsee")
+
+
 def broadcast_from_zero(trainer: Any, value: T) -> T:
     """Rank 0's ``value`` on every rank."""
     _, world_size = rank_and_world(trainer)
