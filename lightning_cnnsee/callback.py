@@ -23,7 +23,7 @@ from torch import Tensor
 from lightning_cnnsee.activations import capture_activations
 from lightning_cnnsee.ascent import AscentResult, filter_ascent
 from lightning_cnnsee.batches import BatchKey, copy_to_cpu, split_batch
-from lightning_cnnsee.cam import CAM_METHODS, cams_and_logits, grad_cam
+from lightning_cnnsee.cam import CAM_METHODS, cams_for_targets
 from lightning_cnnsee.distributed import (
     all_ranks_agree,
     broadcast_from_zero,
@@ -656,14 +656,13 @@ class CNNSee(pl.Callback):
             picks = self.resolve_layers(pl_module, images)
             maps = rank == 0 and include_maps
             if maps and "gradcam" in self.techniques and picks.gradcam:
-                results.cams_predicted, results.logits = cams_and_logits(
-                    pl_module, images, picks.gradcam, None, self.cam_method, output_key=self.output_key
+                target_sets = [None] if self._labels is None else [None, self._labels.to(device)]
+                cam_sets, results.logits = cams_for_targets(
+                    pl_module, images, picks.gradcam, target_sets, self.cam_method, output_key=self.output_key
                 )
-                if self._labels is not None:
-                    results.cams_true = grad_cam(
-                        pl_module, images, picks.gradcam, self._labels.to(device), self.cam_method,
-                        output_key=self.output_key,
-                    )
+                results.cams_predicted = cam_sets[0]
+                if len(cam_sets) > 1:
+                    results.cams_true = cam_sets[1]
             if maps and "activations" in self.techniques and self._activation_layers:
                 results.activations = capture_activations(pl_module, images, self._activation_layers)
             patterns_started = time.perf_counter()

@@ -101,16 +101,17 @@ def resolve_targets(targets: Targets, logits: Tensor) -> Tensor:
     return resolved
 
 
-def cams_and_logits(
+def cams_for_targets(
     model: nn.Module,
     images: Tensor,
     layers: Sequence[str],
-    targets: Targets = None,
+    target_sets: Sequence[Targets],
     method: str = "gradcam",
     *,
     output_key: OutputKey = None,
-) -> tuple[dict[str, Tensor], Tensor]:
-    """Like :func:`grad_cam`, also returning the model's logits (N, num_classes), detached."""
+) -> tuple[list[dict[str, Tensor]], Tensor]:
+    """CAMs for several sets of targets (for example the predicted and the true classes) from ONE forward pass and
+    one ``torch.autograd.grad`` per set; also returns the logits (N, num_classes), detached."""
     combine = CAM_METHODS[check_cam_method(method)]
     layers = list(layers)
     with gradients_enabled(), eval_mode(model), record_outputs(model, layers) as recorded:
@@ -126,16 +127,35 @@ def cams_and_logits(
                     f"Grad-CAM layer {name!r} must output a (N, C, H, W) feature map, but it gave {shape}; "
                     "choose a convolutional layer or block."
                 )
-        target_index = resolve_targets(targets, logits)
-        score = logits.gather(1, target_index[:, None]).sum()
         activations = [recorded[name] for name in layers]
-        gradients = torch.autograd.grad(score, activations, allow_unused=True)
-    cams = {}
-    for name, activation, gradient in zip(layers, activations, gradients):
-        activation = activation.detach().float()
-        gradient = torch.zeros_like(activation) if gradient is None else gradient.float()
-        cams[name] = combine(activation, gradient).clamp(min=0)
-    return cams, logits.detach()
+        gradient_sets = []
+        for index, targets in enumerate(target_sets):
+            score = logits.gather(1, resolve_targets(targets, logits)[:, None]).sum()
+            last = index == len(target_sets) - 1
+            gradient_sets.append(torch.autograd.grad(score, activations, allow_unused=True, retain_graph=not last))
+    results = []
+    for gradients in gradient_sets:
+        cams = {}
+        for name, activation, gradient in zip(layers, activations, gradients):
+            activation = activation.detach().float()
+            gradient = torch.zeros_like(activation) if gradient is None else gradient.float()
+            cams[name] = combine(activation, gradient).clamp(min=0)
+        results.append(cams)
+    return results, logits.detach()
+
+
+def cams_and_logits(
+    model: nn.Module,
+    images: Tensor,
+    layers: Sequence[str],
+    targets: Targets = None,
+    method: str = "gradcam",
+    *,
+    output_key: OutputKey = None,
+) -> tuple[dict[str, Tensor], Tensor]:
+    """Like :func:`grad_cam`, also returning the model's logits (N, num_classes), detached."""
+    (cams,), logits = cams_for_targets(model, images, layers, [targets], method, output_key=output_key)
+    return cams, logits
 
 
 def grad_cam(

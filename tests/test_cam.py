@@ -399,3 +399,22 @@ def test_resnet18_gives_maps_at_layer3_and_layer4_resolution() -> None:
         weights = model.fc.weight[[3, 7]] / 4
         expected = torch.relu(torch.einsum("nk,nkij->nij", weights, A))
     torch.testing.assert_close(cams["layer4"], expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
+
+
+def test_several_target_sets_share_one_forward_pass_and_equal_separate_calls():
+    from lightning_cnnsee.cam import cams_for_targets
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(6, 4))
+    images = torch.rand(3, 3, 10, 10)
+    labels = torch.tensor([2, 0, 3])
+    forwards = []
+    handle = model.register_forward_hook(lambda module, args, output: forwards.append(1))
+    (predicted, true), logits = cams_for_targets(model, images, ["1"], [None, labels])
+    handle.remove()
+    assert len(forwards) == 1
+    assert torch.equal(logits, model(images).detach())
+    torch.testing.assert_close(predicted["1"], grad_cam(model, images, ["1"], targets=None)["1"])
+    torch.testing.assert_close(true["1"], grad_cam(model, images, ["1"], targets=labels)["1"])
+    assert not torch.allclose(predicted["1"], true["1"])
