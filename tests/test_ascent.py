@@ -12,31 +12,13 @@ from collections import OrderedDict
 import pytest
 import torch
 from torch import nn
+from tiny import Boom, Counter
 
 from lightning_cnnsee import AscentResult, filter_ascent
 from lightning_cnnsee.hooks import count_hooks
 
 
 PARAMETERIZATIONS = ["fft", "pixel"]
-
-
-class Boom(nn.Module):
-    """A layer that must never run."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        raise AssertionError("the forward pass went past the target layer")
-
-
-class Counter(nn.Module):
-    """Identity that counts its calls."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return x
 
 
 class Recorder(nn.Module):

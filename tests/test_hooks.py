@@ -8,6 +8,7 @@ from collections import OrderedDict
 import pytest
 import torch
 from torch import nn
+from tiny import Boom, Counter
 
 from lightning_cnnsee import capture_activations
 from lightning_cnnsee.hooks import (
@@ -20,25 +21,6 @@ from lightning_cnnsee.hooks import (
     stop_after,
 )
 
-
-
-class Boom(nn.Module):
-    """A layer that must never run."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        raise AssertionError("the forward pass went past the layer it should have stopped after")
-
-
-class Counter(nn.Module):
-    """Identity that counts its calls."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return x
 
 
 def make_cnn(*, tail: nn.Module | None = None) -> nn.Sequential:

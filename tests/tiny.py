@@ -10,6 +10,25 @@ from torch.utils.data import DataLoader, TensorDataset
 NUM_CLASSES = 4
 
 
+class Boom(nn.Module):
+    """A layer that must never run: proves that a forward pass stopped before it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("the forward pass went past the layer it should have stopped after")
+
+
+class Counter(nn.Module):
+    """Identity that counts its calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return x
+
+
 class TinyClassifier(pl.LightningModule):
     """Conv-BN-ReLU-pool, conv-ReLU, Dropout, global pooling, Linear: enough for every technique."""
 
