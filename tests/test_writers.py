@@ -1,0 +1,48 @@
+"""Writers: the images CNNSee logs come back from the event file pixel for pixel."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.tensorboard import SummaryWriter
+
+from lightning_cnnsee.writers import PngWriter, TensorBoardImageWriter, to_uint8_hwc
+
+
+def test_tensorboard_image_writer_stores_the_exact_pixels_under_tag_and_step(tmp_path):
+    image = torch.rand(3, 21, 34, generator=torch.Generator().manual_seed(0))
+    writer = SummaryWriter(str(tmp_path))
+    fast = TensorBoardImageWriter(writer)
+    fast.add_image("cnnsee/classes", image, 7)
+    fast.add_scalar("cnnsee/wall_time_s", 0.5, 7)
+    writer.close()
+
+    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
+    events.Reload()
+    [stored] = events.Images("cnnsee/classes")
+    assert (stored.step, stored.width, stored.height) == (7, 34, 21)
+    decoded = np.asarray(Image.open(io.BytesIO(stored.encoded_image_string)))
+    assert np.array_equal(decoded, to_uint8_hwc(image))
+    assert [s.value for s in events.Scalars("cnnsee/wall_time_s")] == [0.5]
+
+
+def test_tensorboard_image_writer_hands_other_writers_their_own_add_image():
+    calls = []
+
+    class OtherWriter:
+        def add_image(self, tag, image, step):
+            calls.append((tag, tuple(image.shape), step))
+
+    TensorBoardImageWriter(OtherWriter()).add_image("t", torch.zeros(3, 2, 2), 3)
+    assert calls == [("t", (3, 2, 2), 3)]
+
+
+def test_png_writer_files_hold_the_exact_pixels(tmp_path):
+    image = torch.rand(3, 9, 5, generator=torch.Generator().manual_seed(1))
+    path = PngWriter(str(tmp_path), strip_prefix="cnnsee/").add_image("cnnsee/filters/features.0", image, 12)
+    assert path.endswith("filters/features.0/step_00000012.png")
+    assert np.array_equal(np.asarray(Image.open(path)), to_uint8_hwc(image))
