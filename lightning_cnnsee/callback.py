@@ -23,6 +23,7 @@ from torch import Tensor
 from lightning_cnnsee.activations import capture_activations
 from lightning_cnnsee.ascent import AscentResult, filter_ascent
 from lightning_cnnsee.batches import BatchKey, copy_to_cpu, split_batch
+from lightning_cnnsee.budget import OverheadBudget, Plan
 from lightning_cnnsee.cam import CAM_METHODS, cams_for_targets
 from lightning_cnnsee.distributed import (
     all_ranks_agree,
@@ -109,8 +110,8 @@ class CNNSee(pl.Callback):
         num_samples: how many validation images to follow.
         every_n_epochs: run at the end of every n-th training epoch (``None``: never by epochs).
         every_n_steps: run every n optimizer steps (``None``: never by steps).
-        filters_every_n_runs: filter and class ascent, the costly part, only every n-th run (always at the
-            baseline and the final run).
+        filters_every_n_runs: filter and class ascent, the costly part, only every n-th run (and always in the
+            final run), as far as ``max_overhead`` allows.
         techniques: any of ``"gradcam"``, ``"filters"``, ``"classes"``, ``"activations"``.
         layers: layer names (from ``model.named_modules()``) for Grad-CAM, filters and activations at once.
         gradcam_layers: layers for Grad-CAM (overrides ``layers``); each must output a (N, C, H, W) map.
@@ -128,7 +129,9 @@ class CNNSee(pl.Callback):
         max_classes: how many classes at most by default.
         class_names: names for captions, indexed by class.
         activation_channels: feature maps shown per image and layer.
-        ascent_steps: gradient-ascent steps per filter or class image.
+        ascent_steps: gradient-ascent steps per filter or class image (32, fewer than ``filter_ascent``'s 48: a
+            run's ascent then costs half of what 64 steps at lr 0.2 cost and reaches 0.76 to 0.97 of their
+            activation, and fits the default ``max_overhead`` of the demo).
         ascent_lr: Adam learning rate of the ascent.
         parameterization: ``"fft"`` (decorrelated colour, Fourier basis) or ``"pixel"``.
         mean: per-channel mean of the input normalization, to show images (and optimize patterns) in [0, 1].
@@ -138,10 +141,11 @@ class CNNSee(pl.Callback):
         output_key: where the logits are when the model returns a tuple or dict.
         seed: seed of the ascent's own random generators (the global random state is never used).
         strict: re-raise an error inside a visualization instead of warning and going on.
-        max_overhead: the most CNNSee may cost, as a fraction of training time (0.05: 5%). CNNSee measures its own
-            runs and defers a scheduled run (or runs it without the costly filter and class ascent) when the
-            scheduled runs would go over; the baseline and the final run always happen, outside that budget.
-            ``None``: no limit.
+        max_overhead: the most CNNSee may cost, as a fraction of training time (0.05: 5%), every run counted.
+            CNNSee measures its runs and plans each one: the filter and class ascent (the costly part) only when
+            a complete final run still fits afterwards, else the maps only (Grad-CAM, activations), else the run
+            is deferred. The baseline and the final run always happen, at least with the maps; the final run has
+            the patterns whenever they fit. ``None``: no limit, every run complete.
 
     Example::
 
@@ -172,8 +176,8 @@ class CNNSee(pl.Callback):
         max_classes: int = 10,
         class_names: list[str] | None = None,
         activation_channels: int = 16,
-        ascent_steps: int = 64,
-        ascent_lr: float = 0.2,
+        ascent_steps: int = 32,
+        ascent_lr: float = 0.4,
         parameterization: Literal["fft", "pixel"] = "fft",
         mean: list[float] | None = None,
         std: list[float] | None = None,
@@ -260,10 +264,7 @@ class CNNSee(pl.Callback):
         self._writers: list[ImageWriter] = []
         self.last_results: _Results | None = None
         self.last_share = 0  # filter and class patterns this rank optimized in the last run
-        self._train_started: float | None = None
-        self._spent = 0.0  # seconds of the scheduled runs of this fit (the budget's share)
-        self._spent_total = 0.0  # seconds of all runs of this fit, the baseline and the final run too
-        self._costs: dict[bool, float] = {}  # seconds of the last run, with and without patterns
+        self._budget = OverheadBudget(max_overhead)
         self._deferred = 0
         self._patterns_seconds = 0.0  # time of the filter and class ascent in the last run
         self._last_patterns_step: int | None = None
@@ -408,64 +409,95 @@ class CNNSee(pl.Callback):
         wait_for_all_ranks(trainer)  # no rank may leave while the final run's gather is still reaching rank 0
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._train_started = time.perf_counter()
-        self._spent = self._spent_total = 0.0
+        self._budget.start()
 
     def _maybe_run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, reason: str) -> None:
         if self._images is None:
             return
-        if self._last_step == trainer.global_step:
-            if reason == "final" and self._last_patterns_step != trainer.global_step:
-                # a cheap run already showed this step: complete it with the filter and class patterns
-                self.run(trainer, pl_module, include_patterns=True, include_maps=False)
-                self._last_patterns_step = trainer.global_step
+        step = trainer.global_step
+        maps = self._last_step != step
+        if not maps and reason != "final":
             return
-        always = reason in ("baseline", "final")
-        include_patterns = always or self._runs % self.filters_every_n_runs == 0
-        if not always and self.max_overhead is not None:
-            # rank 0's clock decides for every rank, so that all ranks run (and meet in collectives) together
-            go, include_patterns = broadcast_from_zero(trainer, self._budget_allows(include_patterns))
-            if not go:
+        patterns = (
+            self._has_patterns()
+            and self._last_patterns_step != step
+            and (reason == "final" or self._runs % self.filters_every_n_runs == 0)
+        )
+        if not (maps or patterns):
+            return
+        plan = self._plan(trainer, pl_module, reason, maps, patterns)
+        if not plan.run:
+            if reason not in ("baseline", "final"):
                 self._deferred += 1
                 if self._deferred == 1:
                     rank_zero_info(
-                        f"CNNSee deferred a run at step {trainer.global_step} to stay within max_overhead="
-                        f"{self.max_overhead:g} of training time; raise max_overhead (or set it to None) for more."
+                        f"CNNSee deferred a run at step {step} to stay within max_overhead={self.max_overhead:g} of "
+                        "training time; raise max_overhead (or set it to None) for more."
                     )
-                return
-        self._last_step = trainer.global_step
-        if include_patterns:
-            self._last_patterns_step = trainer.global_step
-        self._runs += 1
+            return
+        if maps:
+            self._last_step = step
+            self._runs += 1
+        if plan.patterns:
+            self._last_patterns_step = step
         started = time.perf_counter()
-        self.run(trainer, pl_module, include_patterns=include_patterns)
+        self.run(trainer, pl_module, include_patterns=plan.patterns, include_maps=plan.maps)
         cost = time.perf_counter() - started
-        self._spent_total += cost
-        if not always:  # the baseline and the final run are outside the budget of the scheduled runs
-            self._spent += cost
-        self._costs[include_patterns] = cost
-        if include_patterns and False not in self._costs:  # until measured, a run without patterns costs this
-            self._costs[False] = max(cost - self._patterns_seconds, 0.0)
-        training = self._training_seconds()
+        self._budget.add(cost)
+        patterns_seconds = self._patterns_seconds if plan.patterns else None
+        maps_seconds = max(cost - (patterns_seconds or 0.0), 0.0) if plan.maps else None
+        self._budget.record(maps_seconds=maps_seconds, patterns_seconds=patterns_seconds)
+        training = self._budget.training_seconds()
         if training >= 1.0 and trainer.is_global_zero:
             for writer in self._writers:
-                writer.add_scalar(f"{TAG_PREFIX}/overhead", self._spent_total / training, trainer.global_step)
+                writer.add_scalar(f"{TAG_PREFIX}/overhead", self._budget.spent / training, step)
 
-    def _training_seconds(self) -> float:
-        """Wall time of training since it started, less the time CNNSee took."""
-        if self._train_started is None:
-            return 0.0
-        return time.perf_counter() - self._train_started - self._spent_total
+    def _has_patterns(self) -> bool:
+        return "filters" in self.techniques or "classes" in self.techniques
 
-    def _budget_allows(self, include_patterns: bool) -> tuple[bool, bool]:
-        """``(run, with_patterns)``: the fullest run whose expected cost keeps CNNSee within ``max_overhead``."""
-        assert self.max_overhead is not None
-        budget = self.max_overhead * self._training_seconds()
-        for patterns in ([True, False] if include_patterns else [False]):
-            expected = self._costs.get(patterns, 0.0)
-            if self._spent + expected <= budget:
-                return True, patterns
-        return False, False
+    def _plan(self, trainer: pl.Trainer, pl_module: pl.LightningModule, reason: str, maps: bool, patterns: bool) -> Plan:
+        """What this run does within ``max_overhead``; rank 0's clock decides for every rank, so that all ranks run
+        (and meet in collectives) together."""
+        if self.max_overhead is None:
+            return Plan(run=True, maps=maps, patterns=patterns)
+        plan = None
+        if trainer.is_global_zero:
+            if patterns and self._budget.patterns_seconds is None:
+                self._estimate_patterns(pl_module, *rank_and_world(trainer))
+            plan = self._budget.plan(
+                maps=maps, patterns=patterns, always=reason in ("baseline", "final"), final=reason == "final"
+            )
+            if reason == "final" and patterns and not plan.patterns:
+                rank_zero_info(
+                    f"CNNSee left the filter and class patterns out of the final run: they take about "
+                    f"{self._budget.patterns_seconds:.2f} s, and {max(self._budget.allowed(), 0.0):.2f} s of "
+                    f"max_overhead={self.max_overhead:g} of {self._budget.training_seconds():.1f} s of training is "
+                    "left. Raise max_overhead (or set it to None) to see them."
+                )
+        return broadcast_from_zero(trainer, plan)
+
+    def _estimate_patterns(self, pl_module: pl.LightningModule, rank: int, world_size: int) -> None:
+        """Time this rank's share of the pattern ascent at 0 and 1 steps (about two steps of work) and extrapolate
+        to ``ascent_steps``, so that the budget knows the cost before the first run with patterns."""
+        started = time.perf_counter()
+        try:
+            assert self._images is not None
+            device, dtype = self._input_device_dtype(pl_module)
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), gradients_enabled():
+                example = self._images[:1].to(device, dtype if self._images.is_floating_point() else torch.float32)
+                images = torch.nan_to_num(example)
+                mine = split_jobs(self._pattern_jobs(self.resolve_layers(pl_module, images)), rank, world_size)
+                shape = tuple(images.shape[1:])
+                seconds = []
+                for steps in (0, 1):
+                    tic = time.perf_counter()
+                    self._ascend(pl_module, mine, shape, steps)
+                    seconds.append(time.perf_counter() - tic)
+            estimate = seconds[0] + max(seconds[1] - seconds[0], 0.0) * self.ascent_steps
+        except Exception:  # the run itself will meet (and report) the same error
+            estimate = 0.0
+        self._budget.add(time.perf_counter() - started)
+        self._budget.record(patterns_seconds=estimate)
 
     # ------------------------------------------------------------------- run
     def run(
@@ -672,19 +704,34 @@ class CNNSee(pl.Callback):
                 self.last_share = len(mine)
                 shape = tuple(images.shape[1:])
                 per_rank = -(-len(results.pattern_jobs) // world_size)
-                results.pattern_images = torch.zeros(per_rank, *shape)
-                results.pattern_activations = torch.zeros(per_rank)
-                for layer in dict.fromkeys(job[0] for job in mine):  # one batched ascent per layer, in order
-                    indices = [i for i, job in enumerate(mine) if job[0] == layer]
-                    found = filter_ascent(
-                        pl_module, layer, [mine[i][1] for i in indices], shape, steps=self.ascent_steps,
-                        lr=self.ascent_lr, seed=self.seed, mean=self.mean, std=self.std,
-                        parameterization=self.parameterization, output_key=self.output_key,
-                    )
-                    results.pattern_images[indices] = found.images.cpu()
-                    results.pattern_activations[indices] = found.activations.cpu()
+                results.pattern_images, results.pattern_activations = self._ascend(
+                    pl_module, mine, shape, self.ascent_steps, pad_to=per_rank
+                )
             self._patterns_seconds = time.perf_counter() - patterns_started
         return results
+
+    def _ascend(
+        self,
+        pl_module: pl.LightningModule,
+        jobs: list[tuple[str | None, int, str]],
+        shape: tuple[int, ...],
+        steps: int,
+        pad_to: int = 0,
+    ) -> tuple[Tensor, Tensor]:
+        """Images (max(len(jobs), pad_to), C, H, W) and activations of ``jobs``, on the CPU: one batched ascent per
+        layer, in order (rows past ``len(jobs)`` stay zero)."""
+        images = torch.zeros(max(len(jobs), pad_to), *shape)
+        activations = torch.zeros(images.shape[0])
+        for layer in dict.fromkeys(job[0] for job in jobs):
+            indices = [i for i, job in enumerate(jobs) if job[0] == layer]
+            found = filter_ascent(
+                pl_module, layer, [jobs[i][1] for i in indices], shape, steps=steps, lr=self.ascent_lr,
+                seed=self.seed, mean=self.mean, std=self.std, parameterization=self.parameterization,
+                output_key=self.output_key,
+            )
+            images[indices] = found.images.cpu()
+            activations[indices] = found.activations.cpu()
+        return images, activations
 
     def _gather_patterns(self, trainer: pl.Trainer | None, results: _Results) -> _Results:
         """Collect every rank's patterns (one all-gather each for images and activations) into ``results``."""

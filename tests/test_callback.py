@@ -206,13 +206,14 @@ def test_images_are_denormalized_with_the_given_mean_and_std():
 
 @pytest.fixture
 def slow_ascent(monkeypatch):
-    """Filter and class ascent that take 0.15 s per layer: far over a 5% budget when runs come every step."""
+    """Filter and class ascent that take 0.05 s per step and layer (and 0.01 s to set up), so that the patterns cost
+    about 0.6 s a run: far over a budget of a few seconds when runs come every step."""
     import lightning_cnnsee.callback as callback_module
 
     real = callback_module.filter_ascent
 
     def slow(*args, **kwargs):
-        time.sleep(0.15)
+        time.sleep(0.01 + 0.05 * kwargs["steps"])
         return real(*args, **kwargs)
 
     monkeypatch.setattr(callback_module, "filter_ascent", slow)
@@ -226,20 +227,54 @@ class SlowTraining(TinyClassifier):
         return super().training_step(batch, batch_idx)
 
 
-def test_max_overhead_defers_costly_runs_but_keeps_the_baseline_and_the_final_run(tmp_path, slow_ascent):
-    callback = CNNSee(every_n_epochs=None, every_n_steps=1, ascent_steps=2, num_samples=4, max_overhead=0.3)
+def fit_slowly(tmp_path, callback: CNNSee, steps: int):
     pl.seed_everything(0)
     train, val = make_loaders()
-    trainer = pl.Trainer(callbacks=[callback], **trainer_kwargs(tmp_path, max_steps=30, max_epochs=10))
+    trainer = pl.Trainer(callbacks=[callback], **trainer_kwargs(tmp_path, max_steps=steps, max_epochs=100))
     trainer.fit(SlowTraining(), train, val)
+    return trainer
+
+
+def test_max_overhead_counts_every_run_and_keeps_the_patterns_for_the_final_run(tmp_path, slow_ascent):
+    callback = CNNSee(every_n_epochs=None, every_n_steps=1, ascent_steps=4, num_samples=4, max_overhead=0.5)
+    trainer = fit_slowly(tmp_path, callback, steps=40)
     tags = read_images(trainer.logger.log_dir)
-    patterns = tags["cnnsee/classes"]
-    assert patterns[0] == 0 and patterns[-1] == 30  # baseline and final run always happen
-    assert len(patterns) < 10  # most of the 31 full runs asked for were deferred
-    assert len(tags["cnnsee/gradcam/features"]) > len(patterns)  # cheaper runs without ascent went on
-    # the scheduled runs stayed within budget (the baseline and the final run are outside it)
-    assert 0 < callback._spent <= 0.3 * callback._training_seconds() + 0.05
-    assert callback._spent_total > callback._spent
+    maps, patterns = tags["cnnsee/gradcam/features"], tags["cnnsee/classes"]
+    assert maps[0] == 0 and maps[-1] == 40  # the baseline and the final run always happen
+    assert 3 <= len(maps) < 20  # of the 41 runs asked for, the budget let some through
+    assert patterns[-1] == 40 and 0 not in patterns  # no budget at step 0; the final run's were kept room for
+    budget = callback._budget
+    # every run counted, the baseline, the final run and the estimate of the patterns too (0.1 s: sleep jitter)
+    assert budget.spent <= 0.5 * budget.training_seconds() + 0.1
+    assert callback._deferred > 0
+
+
+def test_the_estimate_of_the_pattern_cost_comes_before_the_first_patterns_and_is_close(tmp_path, slow_ascent):
+    callback = CNNSee(every_n_epochs=None, every_n_steps=1, ascent_steps=4, num_samples=4, max_overhead=0.5)
+    estimates = []
+    estimate = callback._estimate_patterns
+
+    def record(*args):
+        estimate(*args)
+        estimates.append((callback._budget.patterns_seconds, callback._runs))
+
+    callback._estimate_patterns = record
+    fit_slowly(tmp_path, callback, steps=12)
+    [(estimated, runs_before)] = estimates
+    assert runs_before == 0  # at the baseline, which shows the maps only
+    measured = callback._budget.patterns_seconds  # of the final run: 3 layers x (0.01 + 4 x 0.05) s of sleep
+    assert measured >= 0.63
+    assert 0.8 * measured <= estimated <= 1.2 * measured
+
+
+def test_a_final_run_without_room_for_the_patterns_says_so(tmp_path, slow_ascent, caplog):
+    callback = CNNSee(every_n_epochs=None, every_n_steps=None, ascent_steps=4, num_samples=4, max_overhead=0.01)
+    with caplog.at_level("INFO"):
+        trainer = fit_slowly(tmp_path, callback, steps=5)
+    tags = read_images(trainer.logger.log_dir)
+    assert tags["cnnsee/gradcam/features"] == [0, 5] and "cnnsee/classes" not in tags
+    assert "left the filter and class patterns out of the final run" in caplog.text
+    assert "max_overhead=0.01" in caplog.text
 
 
 def test_without_max_overhead_every_scheduled_run_happens(tmp_path, slow_ascent):

@@ -118,7 +118,7 @@ def test_ddp_spawn_logs_and_trains_identically(tmp_path):
 def test_visualizations_work_under_each_cpu_precision(tmp_path, precision):
     pl.seed_everything(0)
     train, val = make_loaders()
-    callback = CNNSee(ascent_steps=4, num_samples=6, strict=True)
+    callback = CNNSee(ascent_steps=4, num_samples=6, strict=True, max_overhead=None)
     trainer = pl.Trainer(callbacks=[callback], **trainer_kwargs(tmp_path, precision=precision, max_epochs=1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -189,7 +189,7 @@ def test_fewer_validation_images_than_num_samples_are_followed_with_a_warning(tm
     train, val = make_loaders()
     x, y = val.dataset.tensors
     val = DataLoader(TensorDataset(x[:3], y[:3]), batch_size=2)
-    tags, said, callback = _tags(tmp_path, TinyClassifier(), train, val, CNNSee(num_samples=8, ascent_steps=3))
+    tags, said, callback = _tags(tmp_path, TinyClassifier(), train, val, CNNSee(num_samples=8, ascent_steps=3, max_overhead=None))
     assert callback._images.shape[0] == 3 and _all_kinds(tags)
     assert any("only 3 images" in text for text in said)
 
