@@ -1,10 +1,10 @@
 """Training overhead of CNNSee on the demo, and what one CNNSee run costs, technique by technique.
 
-    python benchmarks/overhead.py [--epochs 8] [--num-train 2048] [--num-val 1024] [--repeats 2] [--threads N]
+    python benchmarks/overhead.py [--epochs 8] [--num-train 4096] [--num-val 1024] [--repeats 2] [--threads N]
                                   [--parts overhead breakdown] [--configs without with [unlimited]]
 
 Part ``overhead``: the demo's training (``lightning_cnnsee.demo.run_demo``: 8 epochs, 1024 validation images of
-48x48, batch 64, as the demo; 2048 training images instead of 4096 by default so that four runs fit in the time)
+48x48, batch 64, 4096 training images: the demo as it is; ``--num-train 2048`` halves the time)
 without CNNSee (a do-nothing ``pl.Callback()`` in its place) and with ``CNNSee(mean=MEAN, std=STD,
 class_names=CLASS_NAMES)`` at its defaults, each in a fresh Python process, in the order without, with, without,
 with, ... (``--configs without with unlimited`` adds ``max_overhead=None``, what ``run_demo`` uses by itself).
@@ -16,7 +16,7 @@ time with / without <= 1.05, peak memory with / without <= 1.1.
 Part ``breakdown``: the demo model after 2 epochs on 2048 images (no CNNSee), 8 fixed validation images, and the
 callback's own pieces called directly: ``CNNSee(..., techniques=[one]).compute(model)`` for each technique (and
 for each filter layer alone), ``render(results)`` and writing the rendered images with TensorBoard's
-``SummaryWriter.add_image``. The first ``compute`` of a fresh callback (layer probing, one-off kernel set-up) is
+``TensorBoardImageWriter`` (what CNNSee writes into a TensorBoardLogger with). The first ``compute`` of a fresh callback (layer probing, one-off kernel set-up) is
 shown apart. Then the ascent (filters + classes) at fewer steps and a higher learning rate, to size the proposals.
 """
 
@@ -215,6 +215,7 @@ def breakdown(args: argparse.Namespace, training_seconds: float | None) -> list[
     from lightning_cnnsee import CNNSee
     from lightning_cnnsee.data import CLASS_NAMES, MEAN, STD
     from lightning_cnnsee.demo import ShapesDataModule, run_demo
+    from lightning_cnnsee.writers import TensorBoardImageWriter
 
     _quiet_lightning()
     with tempfile.TemporaryDirectory() as logdir, contextlib.redirect_stdout(open(os.devnull, "w")):
@@ -238,14 +239,15 @@ def breakdown(args: argparse.Namespace, training_seconds: float | None) -> list[
     cold = time.perf_counter() - started
     layers = list(full.resolve_layers(model, batch[0][:1]).features)
     log_folder = tempfile.mkdtemp()
-    writer = SummaryWriter(log_folder)
+    summary_writer = SummaryWriter(log_folder)
+    writer = TensorBoardImageWriter(summary_writer)  # what CNNSee writes with into a TensorBoardLogger
     step = [0]
 
     def log(images: dict) -> None:
         step[0] += 1
         for tag, image in images.items():
             writer.add_image(tag, image, step[0])
-        writer.flush()
+        summary_writer.flush()
 
     # One callback per technique (its first compute, with the layer probing, is not timed); each technique's
     # compute, render of its own results, and logging of its own images.
@@ -270,7 +272,7 @@ def breakdown(args: argparse.Namespace, training_seconds: float | None) -> list[
     full_rendered = full.render(full_results)
     cases["whole: log"] = lambda: log(full_rendered)
     times = _common.interleaved(cases, repeats=max(3, args.repeats + 1), warmup=1)
-    writer.close()
+    summary_writer.close()
     per_run = {name: _common.median(values) for name, values in times.items()}
     whole = per_run["whole: compute, all four techniques in one call"] + per_run["whole: render"] + per_run[
         "whole: log"]
@@ -320,8 +322,7 @@ def breakdown(args: argparse.Namespace, training_seconds: float | None) -> list[
     ]
     if training_seconds:
         lines.append(f"5% of the measured training without CNNSee ({training_seconds:.1f} s) is "
-                     f"{0.05 * training_seconds:.2f} s for all runs together; the baseline and the final run, which "
-                     f"always happen, cost ~{cold + whole:.2f} s (one cold, one warm)")
+                     f"{0.05 * training_seconds:.2f} s for all runs together; one complete run costs ~{whole:.2f} s")
     return lines
 
 
@@ -329,8 +330,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     _common.add_common_arguments(parser, repeats=2)
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--num-train", type=int, default=2048, help="training images (demo: 4096; default 2048 "
-                        "keeps the demo's schedule of 8 epochs at half the time, for a script under ~5 minutes)")
+    parser.add_argument("--num-train", type=int, default=4096, help="training images (the demo's 4096; 2048 keeps "
+                        "the demo's schedule of 8 epochs at half the time)")
     parser.add_argument("--num-val", type=int, default=1024)
     parser.add_argument("--parts", nargs="+", choices=["overhead", "breakdown"], default=["overhead", "breakdown"])
     parser.add_argument("--configs", nargs="+", choices=["without", "with", "unlimited"], default=["without", "with"],

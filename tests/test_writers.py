@@ -10,7 +10,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
-from lightning_cnnsee.writers import PngWriter, TensorBoardImageWriter, to_uint8_hwc
+from lightning_cnnsee.writers import PngWriter, TensorBoardImageWriter, to_uint8_hwc, use_fast_checksums
 
 
 def test_tensorboard_image_writer_stores_the_exact_pixels_under_tag_and_step(tmp_path):
@@ -46,3 +46,38 @@ def test_png_writer_files_hold_the_exact_pixels(tmp_path):
     path = PngWriter(str(tmp_path), strip_prefix="cnnsee/").add_image("cnnsee/filters/features.0", image, 12)
     assert path.endswith("filters/features.0/step_00000012.png")
     assert np.array_equal(np.asarray(Image.open(path)), to_uint8_hwc(image))
+
+
+def test_fast_checksums_write_records_that_tensorboard_reads_and_verifies(tmp_path):
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import PyRecordReader_New
+
+    writer = SummaryWriter(str(tmp_path))
+    assert use_fast_checksums(writer)
+    record_writer = writer._get_file_writer().event_writer._async_writer._writer
+    assert "write" in vars(record_writer)  # this writer's own write, not RecordWriter.write
+    for step in range(3):
+        writer.add_scalar("loss", 1.0 / (step + 1), step)
+        TensorBoardImageWriter(writer).add_image("cnnsee/classes", torch.rand(3, 40, 60), step)
+    writer.close()
+    [path] = list(tmp_path.glob("events.out.tfevents.*"))
+    reader = PyRecordReader_New(str(path))  # checks both CRCs of every record, in Python
+    records = 0
+    while True:
+        try:
+            reader.GetNext()
+        except Exception as end:  # OutOfRangeError at the end; a bad checksum would be DataLossError
+            assert type(end).__name__ == "OutOfRangeError", end
+            break
+        records += 1
+    assert records == 1 + 3 + 3  # the file version event, 3 scalars, 3 images
+
+
+def test_a_closed_summary_writer_gets_fast_checksums_again_on_its_next_file(tmp_path):
+    writer = SummaryWriter(str(tmp_path))
+    fast = TensorBoardImageWriter(writer)
+    fast.add_image("a", torch.rand(3, 4, 4), 0)
+    writer.close()
+    fast.add_image("a", torch.rand(3, 4, 4), 1)  # SummaryWriter opens a second event file
+    assert writer._get_file_writer().event_writer._async_writer._writer._cnnsee_fast_checksums
+    writer.close()
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2
