@@ -3,7 +3,7 @@
 All methods share one step that records each layer's activations ``A`` (N, C, h, w) and the gradient ``G`` of the
 target class score with respect to them; each method is a small function that turns ``(A, G)`` into a map. The
 gradient comes from ``torch.autograd.grad`` on the recorded activations, never ``.backward()``: no parameter's
-``.grad`` is read or written, and autograd does no work below the deepest layer asked for.
+``.grad`` is read or written, and autograd records nothing, and does no work, below the first CAM layer.
 
 Example::
 
@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from lightning_cnnsee.hooks import eval_mode, gradients_enabled, record_outputs
+from lightning_cnnsee.hooks import eval_mode, gradients_enabled, graph_from, record_outputs
 from lightning_cnnsee.layers import OutputKey, select_output
 
 Targets = int | Tensor | Sequence[int] | None
@@ -116,7 +116,8 @@ def cams_for_targets(
     layers = list(layers)
     with gradients_enabled(), eval_mode(model), record_outputs(model, layers) as recorded:
         inputs = images.clone() if images.is_inference() else images.detach()
-        logits = select_output(model(inputs), output_key)
+        with graph_from(model, layers):  # nothing below the first CAM layer is differentiated
+            logits = select_output(model(inputs), output_key)
         if logits.ndim != 2:
             raise ValueError(f"Expected logits of shape (N, num_classes), got {tuple(logits.shape)}.")
         for name in layers:

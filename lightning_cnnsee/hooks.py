@@ -58,6 +58,9 @@ def record_outputs(model: nn.Module, names: Sequence[str], *, detach: bool = Fal
             if name in outputs:
                 return None
             if isinstance(output, torch.Tensor):
+                if not detach and torch.is_grad_enabled() and output.is_floating_point() and not output.requires_grad:
+                    # computed without a graph (see graph_from): make it the leaf that gradients are taken against
+                    output = output.detach().requires_grad_(True)
                 outputs[name] = output.detach() if detach else output
                 return output.clone()
             outputs[name] = output
@@ -101,6 +104,30 @@ def stop_after(model: nn.Module, names: Sequence[str]) -> Iterator[None]:
             yield
         except StopForward:
             pass
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
+def graph_from(model: nn.Module, names: Sequence[str]) -> Iterator[None]:
+    """Inside the block, a forward pass records no autograd graph until the first of the named layers starts.
+
+    Gradients with respect to those layers' outputs need the graph from there on only: the layers before them run as
+    under ``torch.no_grad()``, faster and without keeping their activations. Use with :func:`record_outputs`, which
+    makes a recorded output that came without a graph the leaf to differentiate against.
+    """
+    modules = get_modules(model, names)
+    handles = []
+
+    def start_graph(module: nn.Module, args: object) -> None:
+        torch.set_grad_enabled(True)
+
+    try:
+        for module in modules.values():
+            handles.append(module.register_forward_pre_hook(start_graph))
+        with torch.no_grad():  # restores the grad mode of before on the way out
+            yield
     finally:
         for handle in handles:
             handle.remove()

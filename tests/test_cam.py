@@ -418,3 +418,23 @@ def test_several_target_sets_share_one_forward_pass_and_equal_separate_calls():
     torch.testing.assert_close(predicted["1"], grad_cam(model, images, ["1"], targets=None)["1"])
     torch.testing.assert_close(true["1"], grad_cam(model, images, ["1"], targets=labels)["1"])
     assert not torch.allclose(predicted["1"], true["1"])
+
+
+def test_layers_before_the_first_cam_layer_record_no_autograd_graph(images: torch.Tensor) -> None:
+    model = make_cnn()
+    seen = {}
+
+    def note(name):
+        def hook(module, args, output):
+            seen[name] = (torch.is_grad_enabled(), output.grad_fn is not None)
+        return hook
+
+    handles = [getattr(model, name).register_forward_hook(note(name)) for name in ("conv1", "conv2", "conv3")]
+    try:
+        grad_cam(model, images, ["relu2"])
+    finally:
+        for handle in handles:
+            handle.remove()
+    # conv1 and conv2 come before relu2: as under no_grad. conv3, after it, builds the graph the CAM needs.
+    assert seen == {"conv1": (False, False), "conv2": (False, False), "conv3": (True, True)}
+    assert torch.is_grad_enabled()
