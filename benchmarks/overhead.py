@@ -6,8 +6,8 @@
 Part ``overhead``: the demo's training (``lightning_cnnsee.demo.run_demo``: 8 epochs, 1024 validation images of
 48x48, batch 64, 4096 training images: the demo as it is; ``--num-train 2048`` halves the time)
 without CNNSee (a do-nothing ``pl.Callback()`` in its place) and with ``CNNSee(mean=MEAN, std=STD,
-class_names=CLASS_NAMES)`` at its defaults, each in a fresh Python process, in the order without, with, without,
-with, ... (``--configs without with unlimited`` adds ``max_overhead=None``, what ``run_demo`` uses by itself).
+class_names=CLASS_NAMES)`` at its defaults, each in a fresh Python process, in rounds ordered without-with, then
+with-without, and so on (``--configs without with unlimited`` adds ``max_overhead=None``, what ``run_demo`` uses).
 Each process reports the wall time of ``run_demo`` (data, fit and logging), its peak resident memory
 (``ru_maxrss``, and ``VmHWM`` from ``/proc/self/status``), and, timed from outside by wrapping the callback's hooks
 and its ``run`` method, every CNNSee run. Ratios are per round (with_i / without_i), median [min-max]. Targets:
@@ -149,7 +149,9 @@ def run_child(config: str, args: argparse.Namespace) -> dict:
 def overhead(args: argparse.Namespace) -> tuple[list[str], float]:
     runs = []
     for pair in range(args.repeats):
-        for config in args.configs:
+        # A B, B A, A B, ...: a machine that slows down (or speeds up) over the minutes of the script biases the
+        # even and the odd rounds' ratios in opposite directions, and the median over rounds cancels it
+        for config in (args.configs if pair % 2 == 0 else list(reversed(args.configs))):
             result = run_child(config, args)
             result["pair"] = pair
             runs.append(result)
@@ -188,12 +190,16 @@ def overhead(args: argparse.Namespace) -> tuple[list[str], float]:
         rows.append([f"peak RSS {config} / without", _common.ratio_text(memory_ratio),
                      f"<= {TARGET_MEMORY}" if target else "(info)",
                      _common.verdict(memory_ratio[0], TARGET_MEMORY) if target else ""])
+        accounted = sorted(r["seconds"] / (r["seconds"] - sum(r["hook_seconds"].values())) for r in measured)
+        rows.append([f"{config}: wall / (wall - CNNSee's hooks)", _common.ratio_text(
+            (_common.median(accounted), accounted[0], accounted[-1])), "(what CNNSee itself took)", ""])
         if all(r["vmhwm_mib"] for r in measured + without):
             hwm_ratio = _common.paired_ratio([r["vmhwm_mib"] for r in measured], [r["vmhwm_mib"] for r in without])
             rows.append([f"VmHWM {config} / without", _common.ratio_text(hwm_ratio), "(as RSS)", ""])
         if target:
             summary += [f"training time with / without: {_common.ratio_text(time_ratio)} -> "
-                        f"{_common.verdict(time_ratio[0], TARGET_TIME)}",
+                        f"{_common.verdict(time_ratio[0], TARGET_TIME)}; CNNSee's own hooks: "
+                        f"{_common.ratio_text((_common.median(accounted), accounted[0], accounted[-1]))}",
                         f"peak memory with / without: {_common.ratio_text(memory_ratio)} -> "
                         f"{_common.verdict(memory_ratio[0], TARGET_MEMORY)}"]
         else:
@@ -328,7 +334,7 @@ def breakdown(args: argparse.Namespace, training_seconds: float | None) -> list[
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    _common.add_common_arguments(parser, repeats=2)
+    _common.add_common_arguments(parser, repeats=4)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--num-train", type=int, default=4096, help="training images (the demo's 4096; 2048 keeps "
                         "the demo's schedule of 8 epochs at half the time)")
