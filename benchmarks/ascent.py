@@ -339,7 +339,8 @@ def recommend(results: dict[str, dict[float, dict[int, float]]], step_costs: dic
              f"of the best (worst panel); the demo's four ascents at ~{shapes_cost * 1e3:.0f} ms per step cost "
              f"{REFERENCE_STEPS * shapes_cost:.2f} s per run"]
     for owner, (steps, lr) in CHOSEN.items():
-        lines.append(f"chosen default of {owner}: steps={steps}, lr={lr:g}: worst panel {versus_default[(lr, steps)]:.2f} "
+        lines.append(f"chosen default of {owner}: steps={steps}, lr={lr:g}: worst panel "
+                     f"{versus_default[(lr, steps)]:.2f} "
                      f"of the former default's progress, {versus_best[(lr, steps)]:.2f} of the best; the demo's four "
                      f"ascents {steps * shapes_cost:.2f} s per run, {steps / REFERENCE_STEPS:.2f}x the former cost")
 

@@ -15,9 +15,9 @@ time with / without <= 1.05, peak memory with / without <= 1.1.
 
 Part ``breakdown``: the demo model after 2 epochs on 2048 images (no CNNSee), 8 fixed validation images, and the
 callback's own pieces called directly: ``CNNSee(..., techniques=[one]).compute(model)`` for each technique (and
-for each filter layer alone), ``render(results)`` and writing the rendered images with TensorBoard's
-``TensorBoardImageWriter`` (what CNNSee writes into a TensorBoardLogger with). The first ``compute`` of a fresh callback (layer probing, one-off kernel set-up) is
-shown apart. Then the ascent (filters + classes) at fewer steps and a higher learning rate, to size the proposals.
+for each filter layer alone), ``render(results)`` and writing the rendered images with
+``TensorBoardImageWriter`` (what CNNSee writes into a TensorBoardLogger with). The first ``compute`` of a fresh
+callback (layer probing, one-off kernel set-up) is shown apart. Then the ascent (filters + classes) at fewer steps and a higher learning rate, to size the proposals.
 """
 
 from __future__ import annotations

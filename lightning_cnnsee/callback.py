@@ -9,9 +9,10 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -455,7 +456,9 @@ class CNNSee(pl.Callback):
     def _has_patterns(self) -> bool:
         return "filters" in self.techniques or "classes" in self.techniques
 
-    def _plan(self, trainer: pl.Trainer, pl_module: pl.LightningModule, reason: str, maps: bool, patterns: bool) -> Plan:
+    def _plan(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, reason: str, maps: bool, patterns: bool
+    ) -> Plan:
         """What this run does within ``max_overhead``; rank 0's clock decides for every rank, so that all ranks run
         (and meet in collectives) together."""
         if self.max_overhead is None:
@@ -481,11 +484,8 @@ class CNNSee(pl.Callback):
         to ``ascent_steps``, so that the budget knows the cost before the first run with patterns."""
         started = time.perf_counter()
         try:
-            assert self._images is not None
-            device, dtype = self._input_device_dtype(pl_module)
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), gradients_enabled():
-                example = self._images[:1].to(device, dtype if self._images.is_floating_point() else torch.float32)
-                images = torch.nan_to_num(example)
+            with self._isolated(pl_module):
+                images = self._model_images(pl_module, count=1)
                 mine = split_jobs(self._pattern_jobs(self.resolve_layers(pl_module, images)), rank, world_size)
                 shape = tuple(images.shape[1:])
                 seconds = []
@@ -668,6 +668,22 @@ class CNNSee(pl.Callback):
                 jobs.append((picks.classes, channel, f"{TAG_PREFIX}/classes"))
         return jobs
 
+    @contextlib.contextmanager
+    def _isolated(self, pl_module: pl.LightningModule) -> Iterator[None]:
+        """Gradients on (also inside inference mode), and the global random state restored afterwards (the CPU's
+        and, on a GPU, the module's device's)."""
+        device, _ = self._input_device_dtype(pl_module)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), gradients_enabled():
+            yield
+
+    def _model_images(self, pl_module: pl.LightningModule, count: int | None = None) -> Tensor:
+        """The first ``count`` fixed images (all by default) on the module's device in its dtype (float32 for
+        integer images), NaN and Inf replaced."""
+        assert self._images is not None
+        device, dtype = self._input_device_dtype(pl_module)
+        dtype = dtype if self._images.is_floating_point() else torch.float32
+        return torch.nan_to_num(self._images[:count].to(device=device, dtype=dtype))
+
     def _compute_local(
         self,
         pl_module: pl.LightningModule,
@@ -678,17 +694,13 @@ class CNNSee(pl.Callback):
     ) -> _Results:
         """This rank's part of a run: Grad-CAM and activations on rank 0 (unless ``include_maps`` is false), a share
         of the patterns on every rank."""
-        assert self._images is not None
-        device, dtype = self._input_device_dtype(pl_module)
         results = _Results()
-        rng_devices = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=rng_devices), gradients_enabled():
-            images = self._images.to(device=device, dtype=dtype if self._images.is_floating_point() else torch.float32)
-            images = torch.nan_to_num(images)
+        with self._isolated(pl_module):
+            images = self._model_images(pl_module)
             picks = self.resolve_layers(pl_module, images)
             maps = rank == 0 and include_maps
             if maps and "gradcam" in self.techniques and picks.gradcam:
-                target_sets = [None] if self._labels is None else [None, self._labels.to(device)]
+                target_sets = [None] if self._labels is None else [None, self._labels.to(images.device)]
                 cam_sets, results.logits = cams_for_targets(
                     pl_module, images, picks.gradcam, target_sets, self.cam_method, output_key=self.output_key
                 )
