@@ -125,3 +125,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 def missing_package_message(package: str, error: BaseException) -> str:
     return (f"{package} is not importable ({type(error).__name__}: {error}); install the benchmark extra: "
             "pip install -e '.[bench]'")
+
+
+def print_summary(lines: Sequence[str], started: float) -> None:
+    """The script's closing summary, then its wall time since ``started`` (``time.perf_counter()``) and the machine."""
+    print("== summary")
+    for line in lines:
+        print(line)
+    print(f"({time.perf_counter() - started:.0f} s in all; {machine_line()})")

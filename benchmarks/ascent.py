@@ -464,10 +464,7 @@ def main() -> int:
         summary += compare(args)
     if "curve" in args.parts:
         summary += curve(args)
-    print("== summary")
-    for line in summary:
-        print(line)
-    print(f"({time.perf_counter() - started:.0f} s in all; {_common.machine_line()})")
+    _common.print_summary(summary, started)
     return 0
 
 

@@ -362,10 +362,7 @@ def main() -> int:
         summary += lines
     if "breakdown" in args.parts:
         summary += breakdown(args, training_seconds)
-    print("== summary")
-    for line in summary:
-        print(line)
-    print(f"({time.perf_counter() - started:.0f} s in all; {_common.machine_line()})")
+    _common.print_summary(summary, started)
     return 0
 
 

@@ -26,31 +26,28 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 DEFAULT_DEMO_EPOCHS = 8
 
 
-def positive_int(text: str) -> int:
-    """``argparse`` type: an int >= 1, with an error message that shows what was given."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return value
+def whole_number(minimum: int, expected: str) -> Callable[[str], int]:
+    """An ``argparse`` type: an int >= ``minimum``, with an error message that shows what was given."""
+
+    def parse(text: str) -> int:
+        try:
+            value: int | None = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """``argparse`` type: an int >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value
+positive_int = whole_number(1, "a positive whole number")
+non_negative_int = whole_number(0, "a whole number >= 0")
 
 
 def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
