@@ -159,11 +159,3 @@ def gradients_enabled() -> Iterator[None]:
     with torch.inference_mode(False), torch.enable_grad():
         yield
 
-
-def count_hooks(model: nn.Module) -> int:
-    """Number of forward, forward-pre and backward hooks registered on all modules of ``model``."""
-    total = 0
-    for module in model.modules():
-        total += len(module._forward_hooks) + len(module._forward_pre_hooks)
-        total += len(module._backward_hooks) + len(getattr(module, "_backward_pre_hooks", {}))
-    return total

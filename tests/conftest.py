@@ -7,12 +7,7 @@ import contextlib
 import pytest
 import torch
 from torch import nn
-
-
-def _hook_total(model: nn.Module) -> int:
-    """Hooks on every module, counted here without the package's own ``count_hooks``."""
-    kinds = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-    return sum(len(getattr(module, kind, {})) for module in model.modules() for kind in kinds)
+from tiny import count_hooks
 
 
 @pytest.fixture
@@ -27,7 +22,7 @@ def model_untouched():
         grads = {name: None if p.grad is None else p.grad.clone() for name, p in model.named_parameters()}
         buffers = {name: b.clone() for name, b in model.named_buffers()}
         flags = {name: m.training for name, m in model.named_modules()}
-        hooks = _hook_total(model)
+        hooks = count_hooks(model)
         yield
         for name, p in model.named_parameters():
             assert torch.equal(p.detach(), parameters[name]), f"parameter {name} changed"
@@ -38,7 +33,7 @@ def model_untouched():
         for name, b in model.named_buffers():
             assert torch.equal(b, buffers[name]), f"buffer {name} changed"
         assert {name: m.training for name, m in model.named_modules()} == flags
-        assert _hook_total(model) == hooks
+        assert count_hooks(model) == hooks
 
     return check
 

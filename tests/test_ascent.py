@@ -12,10 +12,9 @@ from collections import OrderedDict
 import pytest
 import torch
 from torch import nn
-from tiny import Boom, Counter
+from tiny import Boom, Counter, count_hooks
 
 from lightning_cnnsee import AscentResult, filter_ascent
-from lightning_cnnsee.hooks import count_hooks
 
 
 PARAMETERIZATIONS = ["fft", "pixel"]

@@ -13,10 +13,9 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tiny import TinyClassifier, make_loaders, read_images, trainer_kwargs
+from tiny import TinyClassifier, count_hooks, make_loaders, read_images, trainer_kwargs
 
 from lightning_cnnsee import CNNSee
-from lightning_cnnsee.hooks import count_hooks
 
 FAST = dict(ascent_steps=4, num_samples=6, max_overhead=None)
 

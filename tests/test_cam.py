@@ -15,8 +15,9 @@ import torch
 import torchvision
 from torch import nn
 
+from tiny import count_hooks
+
 from lightning_cnnsee import CAM_METHODS, grad_cam
-from lightning_cnnsee.hooks import count_hooks
 
 
 METHODS = ["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam"]

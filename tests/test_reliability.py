@@ -11,10 +11,9 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
-from tiny import NUM_CLASSES, TinyClassifier, make_loaders, read_images, trainer_kwargs
+from tiny import NUM_CLASSES, TinyClassifier, count_hooks, make_loaders, read_images, trainer_kwargs
 
 from lightning_cnnsee import CNNSee
-from lightning_cnnsee.hooks import count_hooks
 
 FAST = dict(ascent_steps=3, num_samples=6, max_overhead=None)
 

@@ -10,6 +10,12 @@ from torch.utils.data import DataLoader, TensorDataset
 NUM_CLASSES = 4
 
 
+def count_hooks(model: nn.Module) -> int:
+    """Forward, forward-pre, backward and backward-pre hooks registered on all modules of ``model``."""
+    kinds = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    return sum(len(getattr(module, kind, {})) for module in model.modules() for kind in kinds)
+
+
 class Boom(nn.Module):
     """A layer that must never run: proves that a forward pass stopped before it."""
 
