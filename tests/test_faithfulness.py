@@ -1,0 +1,299 @@
+"""Faithfulness metrics, checked against torchcam's ``ClassificationMetric`` and ``DeletionInsertionMetric``.
+
+torchcam computes the same four numbers averaged over a batch, from a CAM extractor it calls itself. The tests hand
+it either a real torchcam ``GradCAM`` (and give ours the very maps that extractor makes) or a stand-in extractor that
+returns fixed maps, so that any map (ties, NaN, attributions) can be compared. The mean of our per-image values must
+equal torchcam's summary.
+
+``trained_patch_model()`` is also the trained model of ``test_drift.py``: a tiny CNN trained for about two seconds on
+images whose class is a bright patch at a class-dependent place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+from torchcam.methods import GradCAM
+from torchcam.methods.core import _CAM
+from torchcam.metrics import ClassificationMetric, DeletionInsertionMetric
+
+from lightning_cnnsee import grad_cam
+from lightning_cnnsee.faithfulness import METRICS, faithfulness, normalize_maps, random_faithfulness, random_maps
+
+SOFTMAX = functools.partial(torch.softmax, dim=-1)
+
+PATCH_SIZE, PATCH, PATCH_CORNERS = 24, 8, [(2, 2), (2, 14), (14, 2), (14, 14)]
+CAM_LAYER = "relu3"
+
+
+def make_patch_images(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise images (3x24x24) whose class (0-3) is a bright 8x8 patch near one of the four corners."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(count, 3, PATCH_SIZE, PATCH_SIZE, generator=generator)
+    labels = torch.randint(0, len(PATCH_CORNERS), (count,), generator=generator)
+    for label, (row, col) in enumerate(PATCH_CORNERS):
+        images[labels == label, :, row : row + PATCH, col : col + PATCH] += 2.0
+    return images, labels
+
+
+def make_patch_model() -> nn.Sequential:
+    """Three conv-ReLU blocks (16 channels; 24 -> 12 -> 6), global average pooling, linear: 4 classes."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(3, 16, 3, padding=1), relu1=nn.ReLU(), pool1=nn.MaxPool2d(2),
+            conv2=nn.Conv2d(16, 16, 3, padding=1), relu2=nn.ReLU(), pool2=nn.MaxPool2d(2),
+            conv3=nn.Conv2d(16, 16, 3, padding=1), relu3=nn.ReLU(),
+            pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(16, 4),
+        )
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=1)
+def trained_patch_model() -> tuple[nn.Module, nn.Module, torch.Tensor, torch.Tensor]:
+    """``(initial, trained, images, labels)``: the model before and after 6 epochs of Adam on 512 patch images, and
+    32 held-out images with their labels (the trained model gets all of them right). Cached: do not modify."""
+    model = make_patch_model()
+    initial = copy.deepcopy(model)
+    images, labels = make_patch_images(512, seed=0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(6):
+            for start in range(0, len(images), 32):
+                loss = nn.functional.cross_entropy(model(images[start : start + 32]), labels[start : start + 32])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+    model.zero_grad(set_to_none=True)
+    held_out, held_out_labels = make_patch_images(32, seed=1)
+    with torch.no_grad():
+        assert (model(held_out).argmax(dim=1) == held_out_labels).all(), "the patch model did not learn its task"
+    return initial, model, held_out, held_out_labels
+
+
+def make_cnn(seed: int = 0) -> nn.Sequential:
+    """conv-BN-ReLU, strided conv-ReLU, flatten, linear: 16x16 RGB images, 5 classes; BN statistics off (0, 1)."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 5),
+    )  # fmt: skip
+    with torch.no_grad():
+        model[1].running_mean.normal_(0.0, 0.5)
+        model[1].running_var.uniform_(0.5, 2.0)
+    return model
+
+
+class FixedMaps:
+    """A stand-in for a torchcam CAM extractor that returns given maps (normalized as torchcam normalizes CAMs)."""
+
+    def __init__(self, model: nn.Module, maps: torch.Tensor) -> None:
+        self.model, self.maps = model, maps
+
+    def __call__(self, class_idx=None, scores=None, normalized=True, **kwargs) -> list[torch.Tensor]:
+        return [_CAM._normalize(self.maps.clone()) if normalized else self.maps.clone()]
+
+    def fuse_cams(self, cams: list[torch.Tensor]) -> torch.Tensor:
+        return cams[0]
+
+    def _hooks_off(self):
+        return contextlib.nullcontext()
+
+
+def torchcam_summary(extractor, images, class_idx=None, **options) -> dict[str, float]:
+    """torchcam's four numbers for ``images``: ClassificationMetric and DeletionInsertionMetric, softmax scores."""
+    classification = ClassificationMetric(extractor, SOFTMAX)
+    classification.update(images, class_idx)
+    deletion = DeletionInsertionMetric(extractor, SOFTMAX, **options)
+    deletion.update(images, class_idx)
+    return {**classification.summary(), **deletion.summary()}
+
+
+def assert_means_equal(ours: dict[str, torch.Tensor], theirs: dict[str, float]) -> None:
+    assert sorted(ours) == sorted(METRICS)
+    for name in METRICS:
+        assert ours[name].nanmean().item() == pytest.approx(theirs[name], abs=1e-5), name
+
+
+@pytest.mark.parametrize(
+    "class_idx, steps, baseline",
+    [(None, 20, None), ([4, 0, 1, 2, 3, 4], 7, None), (2, 300, None), (None, 9, "blur")],
+    ids=["predicted", "per-image-classes", "one-class-every-position", "blurred-baseline"],
+)
+def test_gradcam_maps_score_as_in_torchcams_metrics(class_idx, steps, baseline) -> None:
+    model = make_cnn()
+    images = torch.randn(6, 3, 16, 16)
+    options = {"steps": steps}
+    if baseline == "blur":
+        options["baseline"] = nn.functional.avg_pool2d(images, 5, stride=1, padding=2)
+    with GradCAM(model, "4") as extractor:
+        theirs = torchcam_summary(extractor, images, class_idx, batch_size=5, **options)
+        # the very maps torchcam's metrics use (Grad-CAM of the softmax score), before its normalization
+        scores = SOFTMAX(model.eval()(images))
+        classes = scores.argmax(dim=1).tolist() if class_idx is None else class_idx
+        maps = extractor(classes, scores, normalized=False)[0]
+    ours = faithfulness(model, images, maps, class_idx, batch_size=7, **options)
+    assert all(value.shape == (6,) for value in ours.values())
+    assert_means_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("kind", ["ties", "input-size", "constant", "nan"])
+def test_any_maps_score_as_in_torchcams_metrics(kind) -> None:
+    model = make_cnn(seed=1)
+    images = torch.randn(5, 3, 16, 16)
+    generator = torch.Generator().manual_seed(3)
+    if kind == "ties":  # three levels at 4x4: large flat regions after resizing, ranked in raster order
+        maps = torch.randint(0, 3, (5, 4, 4), generator=generator).float()
+    elif kind == "input-size":
+        maps = torch.randn(5, 16, 16, generator=generator)
+    elif kind == "constant":
+        maps = torch.rand(5, 8, 8, generator=generator)
+        maps[1:3] = 0.25
+    else:
+        maps = torch.rand(5, 8, 8, generator=generator)
+        maps[2, 3, 3] = float("nan")
+    theirs = torchcam_summary(FixedMaps(model, maps), images, steps=11, batch_size=32)
+    ours = faithfulness(model, images, maps, steps=11)
+    assert_means_equal(ours, theirs)
+    if kind == "nan":
+        assert all(ours[name][2].isnan() and not ours[name][[0, 1, 3, 4]].isnan().any() for name in METRICS)
+
+
+def test_attributions_are_reduced_by_the_sum_of_absolute_values_over_channels() -> None:
+    model = make_cnn(seed=2)
+    images = torch.randn(4, 3, 16, 16)
+    attributions = torch.randn(4, 3, 16, 16)
+    reduced = attributions.abs().sum(dim=1)
+    theirs = torchcam_summary(FixedMaps(model, reduced), images, steps=10)
+    ours = faithfulness(model, images, attributions, steps=10)
+    assert_means_equal(ours, theirs)
+    assert torch.equal(normalize_maps(attributions, images), normalize_maps(reduced, images))
+
+
+def test_results_do_not_depend_on_the_batch_size() -> None:
+    model = make_cnn(seed=3)
+    images, maps = torch.randn(3, 3, 16, 16), torch.rand(3, 4, 4)
+    one = faithfulness(model, images, maps, steps=6, batch_size=1)
+    all_at_once = faithfulness(model, images, maps, steps=6, batch_size=1000)
+    for name in METRICS:
+        torch.testing.assert_close(one[name], all_at_once[name], rtol=0, atol=1e-6)
+
+
+def test_gradcam_beats_random_maps_on_a_trained_model() -> None:
+    _, model, images, labels = trained_patch_model()
+    cams = grad_cam(model, images, [CAM_LAYER], targets=labels)[CAM_LAYER]
+    ours = faithfulness(model, images, cams, labels)
+    for size in [tuple(cams.shape[1:]), (PATCH_SIZE, PATCH_SIZE)]:  # random blobs at the CAM's size, random pixels
+        reference = random_faithfulness(model, images, labels, map_size=size, seed=0)
+        assert ours["deletion_auc"].mean() < reference["deletion_auc"].mean() - 0.1, size
+        assert ours["insertion_auc"].mean() > reference["insertion_auc"].mean() + 0.02, size
+
+
+def test_random_faithfulness_is_faithfulness_of_seeded_random_maps() -> None:
+    model = make_cnn(seed=4)
+    images = torch.randn(3, 3, 16, 16)
+    reference = random_faithfulness(model, images, map_size=(4, 4), seed=5, steps=5)
+    again = faithfulness(model, images, random_maps(3, (4, 4), seed=5), steps=5)
+    other_seed = random_faithfulness(model, images, map_size=(4, 4), seed=6, steps=5)
+    for name in METRICS:
+        assert torch.equal(reference[name], again[name])
+    assert not torch.equal(reference["deletion_auc"], other_seed["deletion_auc"])
+    assert random_maps(3, (4, 4), seed=5).shape == (3, 4, 4)
+    assert random_faithfulness(model, images, steps=5)["avg_drop"].shape == (3,)  # maps at the input's size
+
+
+def test_the_model_is_left_exactly_as_it_was(model_untouched) -> None:
+    model = nn.Sequential(make_cnn(seed=5), nn.Dropout(0.5))
+    model.train()
+    model[0][1].eval()  # a mix of flags, each to be given back
+    model(torch.randn(2, 3, 16, 16)).sum().backward()  # .grad set: it must stay the same object's values
+    images, maps = torch.randn(3, 3, 16, 16), torch.rand(3, 8, 8)
+    with model_untouched(model):
+        faithfulness(model, images, maps, steps=4)
+        random_faithfulness(model, images, steps=4)
+    with model_untouched(model), pytest.raises(ValueError, match="out of range"):
+        faithfulness(model, images, maps, targets=9, steps=4)
+
+
+def test_eval_mode_is_used_inside() -> None:
+    model = nn.Sequential(make_cnn(seed=6), nn.Dropout(0.9)).train()
+    images, maps = torch.randn(3, 3, 16, 16), torch.rand(3, 8, 8)
+    first = faithfulness(model, images, maps, steps=4)
+    second = faithfulness(model, images, maps, steps=4)
+    for name in METRICS:  # Dropout(0.9) in train mode would make every call differ
+        assert torch.equal(first[name], second[name])
+    assert model.training and model[1].training
+
+
+def test_works_inside_inference_mode() -> None:
+    model = make_cnn(seed=7)
+    with torch.inference_mode():
+        images, maps = torch.randn(3, 3, 16, 16), torch.rand(3, 8, 8)
+        inside = faithfulness(model, images, maps, steps=4)
+    outside = faithfulness(model, images.clone(), maps.clone(), steps=4)
+    for name in METRICS:
+        assert torch.equal(inside[name], outside[name])
+
+
+def test_images_that_require_grad_and_tuple_outputs() -> None:
+    model = make_cnn(seed=8)
+
+    class Pair(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = model
+
+        def forward(self, x):
+            return {"features": x.mean(), "scores": self.net(x)}
+
+    images = torch.randn(2, 3, 16, 16, requires_grad=True)
+    maps = torch.rand(2, 4, 4, requires_grad=True)
+    plain = faithfulness(model, images, maps, steps=4)
+    keyed = faithfulness(Pair(), images, maps, steps=4, output_key="scores")
+    for name in METRICS:
+        assert torch.equal(plain[name], keyed[name]) and not keyed[name].requires_grad
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"steps": 0}, r"steps must be a positive int, got 0"),
+        ({"steps": True}, r"steps must be a positive int, got True"),
+        ({"batch_size": -2}, r"batch_size must be a positive int, got -2"),
+        ({"maps": torch.rand(2, 4, 4)}, r"maps has 2 entries \(shape \(2, 4, 4\)\) for 3 images"),
+        ({"maps": torch.rand(3, 16)}, r"maps must be \(N, h, w\) maps or \(N, C, h, w\) attributions, got \(3, 16\)"),
+        ({"images": torch.rand(3, 16, 16)}, r"images must be a \(N, C, H, W\) batch, got \(3, 16, 16\)"),
+        ({"baseline": torch.zeros(2, 3, 16, 16)}, r"baseline of shape \(2, 3, 16, 16\) does not broadcast"),
+        ({"baseline": "zeros"}, r"baseline must be None, a number or a tensor, got str"),
+        ({"targets": [0, 1]}, r"targets has 2 entries for a batch of 3 images"),
+        ({"targets": 5}, r"target class \[5, 5, 5\] out of range: the model has 5 classes"),
+    ],
+)
+def test_bad_arguments_name_the_bad_value(change, match) -> None:
+    arguments = {"images": torch.randn(3, 3, 16, 16), "maps": torch.rand(3, 4, 4), "steps": 4}
+    arguments.update(change)
+    with pytest.raises(ValueError, match=match):
+        faithfulness(make_cnn(), **arguments)
+
+
+@pytest.mark.parametrize(
+    "arguments, match",
+    [
+        ({"count": 0, "size": (2, 2)}, r"count must be a positive int, got 0"),
+        ({"count": 2, "size": 7}, r"size must be \(h, w\) with positive ints, got 7"),
+        ({"count": 2, "size": (2, 0)}, r"got \(2, 0\)"),
+    ],
+)
+def test_random_maps_name_the_bad_value(arguments, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        random_maps(**arguments)
