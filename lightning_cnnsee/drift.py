@@ -152,11 +152,13 @@ def sanity_check(method: str, baseline_maps: Tensor, latest_maps: Tensor, *, thr
         f"max {float(similarity.nan_to_num(-1.0).max()):.3f}), threshold {threshold:g}"
     )
     if passed:
-        message = f"{method} passes the model-randomization sanity check: {numbers}; its maps changed as the model learned."
+        message = (
+            f"{method} passes the model-randomization sanity check: {numbers}; its maps changed as the model learned."
+        )
     else:
         message = (
-            f"{method} fails the model-randomization sanity check: {numbers}; its maps barely depend on what the "
-            "model learned (Adebayo et al., 2018)."
+            f"{method} fails the model-randomization sanity check: {numbers}; its maps do not follow what the model "
+            "learned (Adebayo et al., 2018)."
         )
     return SanityCheck(method, passed, mean, threshold, similarity.cpu(), message)
 

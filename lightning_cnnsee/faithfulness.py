@@ -201,7 +201,8 @@ def faithfulness(
 
         # Rank of each position, highest map value first; ties keep raster order (torchcam's stable argsort).
         order = saliency.flatten(1).argsort(dim=1, descending=True, stable=True)
-        ranks = torch.empty_like(order).scatter_(1, order, torch.arange(positions, device=order.device).expand_as(order))
+        positions_in_order = torch.arange(positions, device=order.device).expand_as(order)
+        ranks = torch.empty_like(order).scatter_(1, order, positions_in_order)
 
         # Each image's perturbed inputs ("jobs"): the all-baseline input (deletion's last point, insertion's first),
         # the interior points of deletion, those of insertion, and the masked image m * x. They are cut into batches
