@@ -76,6 +76,8 @@ def normalize_maps(maps: Tensor, images: Tensor) -> Tensor:
             f"maps must be (N, h, w) maps or (N, C, h, w) attributions, got {shape} for images of shape "
             f"{tuple(images.shape)}."
         )
+    if images.shape[0] == 0:
+        raise ValueError(f"images is an empty batch, of shape {tuple(images.shape)}.")
     if maps.shape[0] != images.shape[0]:
         raise ValueError(
             f"maps has {maps.shape[0]} entries (shape {tuple(maps.shape)}) for {images.shape[0]} images "
@@ -106,6 +108,11 @@ def _baseline_for(baseline: float | Tensor | None, images: Tensor) -> Tensor:
         raise ValueError(
             f"baseline of shape {tuple(baseline.shape)} does not broadcast to the images' shape {tuple(images.shape)}."
         ) from error
+
+
+def _same_for_every_image(baseline: float | Tensor | None) -> bool:
+    """Whether the baseline has no batch dimension of its own (then one all-baseline input serves every image)."""
+    return not isinstance(baseline, Tensor) or baseline.ndim < 4 or baseline.shape[0] == 1
 
 
 def _perturbation_counts(positions: int, steps: int) -> list[int]:
@@ -164,8 +171,8 @@ def faithfulness(
         steps: the most intervals of the deletion and insertion curves (``steps + 1`` points at most).
         baseline: what deleted pixels become: ``None`` for zeros, a number, or a tensor broadcastable to ``images``
             (a per-channel mean (C, 1, 1), a blurred copy of the images, ...).
-        batch_size: perturbed inputs per forward pass; all ``N * (2 * points - 2)`` of them are cut into such
-            batches, whatever image they come from.
+        batch_size: inputs per forward pass; all the perturbed inputs (``2 * steps`` or fewer per image) are cut
+            into such batches, whatever image they come from.
         output_key: where the logits are when the model returns a tuple or dict (see :func:`select_output`).
 
     Returns:
@@ -192,8 +199,24 @@ def faithfulness(
     counts = _perturbation_counts(positions, steps)
     points = len(counts)
 
+    # Each image's perturbed inputs ("jobs"): the interior points of deletion, those of insertion, the masked image
+    # m * x and the all-baseline input (deletion's last point, insertion's first). A baseline that is the same for
+    # every image (None, a number, a tensor without a batch dimension) is scored once, as the first job. All jobs go
+    # through the model in batches of batch_size, whatever image they belong to.
+    shared = _same_for_every_image(baseline)
+    interior = points - 2
+    inner = counts[1:-1]
+    table = [(k, False, False) for k in inner] + [(k, True, False) for k in inner] + [(0, False, True)]
+    if not shared:
+        table.append((0, True, False))
+    per_image = len(table)
+    jobs = [(0, 0, True, False)] if shared else []
+    jobs += [(image, *row) for image in range(count) for row in table]
+    job_image, job_count, job_insert, job_masked = (torch.tensor(column) for column in zip(*jobs))
+
     with eval_mode(model), torch.inference_mode():
         inputs = images.detach()
+        device = inputs.device
         base = _baseline_for(baseline, inputs)
         logits = torch.cat([_logits(model, chunk, output_key) for chunk in inputs.split(batch_size)])
         classes = resolve_targets(targets, logits)
@@ -201,34 +224,33 @@ def faithfulness(
 
         # Rank of each position, highest map value first; ties keep raster order (torchcam's stable argsort).
         order = saliency.flatten(1).argsort(dim=1, descending=True, stable=True)
-        positions_in_order = torch.arange(positions, device=order.device).expand_as(order)
+        positions_in_order = torch.arange(positions, device=device).expand_as(order)
         ranks = torch.empty_like(order).scatter_(1, order, positions_in_order)
 
-        # Each image's perturbed inputs ("jobs"): the all-baseline input (deletion's last point, insertion's first),
-        # the interior points of deletion, those of insertion, and the masked image m * x. They are cut into batches
-        # of batch_size whatever image they belong to.
-        interior = points - 2
-        per_image = 2 * interior + 2
-        job_counts = torch.tensor([0, *counts[1:-1], *counts[1:-1], 0], device=inputs.device)
-        job_inserts = torch.tensor([True] + [False] * interior + [True] * interior + [False], device=inputs.device)
-        scores = torch.empty(count * per_image, device=inputs.device)
-        for start in range(0, count * per_image, batch_size):
-            jobs = torch.arange(start, min(start + batch_size, count * per_image), device=inputs.device)
-            image_index, job = jobs // per_image, jobs % per_image
-            first = ranks[image_index] < job_counts[job][:, None]
-            original = torch.where(job_inserts[job][:, None], first, ~first).view(-1, 1, height, width)
-            batch = torch.where(original, inputs[image_index], base[image_index])
-            masked = job == per_image - 1
-            if masked.any():
-                index = image_index[masked]
-                batch[masked] = (saliency[index, None] * inputs[index]).to(batch.dtype)
-            scores[start : start + len(jobs)] = _class_scores(_logits(model, batch, output_key), classes[image_index])
-        scores = scores.view(count, per_image)
+        scores = torch.empty(len(jobs), device=device)
+        for start in range(0, len(jobs), batch_size):
+            part = slice(start, start + batch_size)
+            image_index = job_image[part].to(device)
+            first = ranks[image_index] < job_count[part].to(device)[:, None]
+            original = torch.where(job_insert[part].to(device)[:, None], first, ~first)
+            batch = torch.where(original.view(-1, 1, height, width), inputs[image_index], base[image_index])
+            masked_rows = job_masked[part].nonzero()[:, 0]  # on the CPU: no device synchronization
+            if len(masked_rows):
+                masked_images = job_image[part][masked_rows].to(device)
+                batch[masked_rows.to(device)] = (saliency[masked_images, None] * inputs[masked_images]).to(batch.dtype)
+            batch_logits = _logits(model, batch, output_key)
+            scores[part] = _class_scores(batch_logits, classes[image_index])
+            if shared and start == 0:
+                all_baseline = _class_scores(batch_logits[:1].expand(count, -1), classes)
 
-    all_baseline, masked = scores[:, :1], scores[:, -1]
-    removed, inserted = scores[:, 1 : 1 + interior], scores[:, 1 + interior : -1]
-    deletion = torch.cat([clean[:, None], removed, all_baseline], dim=1)
-    insertion = torch.cat([all_baseline, inserted, clean[:, None]], dim=1)
+    per_image_scores = scores[1:] if shared else scores
+    per_image_scores = per_image_scores.view(count, per_image)
+    removed, inserted = per_image_scores[:, :interior], per_image_scores[:, interior : 2 * interior]
+    masked = per_image_scores[:, 2 * interior]
+    if not shared:
+        all_baseline = per_image_scores[:, -1]
+    deletion = torch.cat([clean[:, None], removed, all_baseline[:, None]], dim=1)
+    insertion = torch.cat([all_baseline[:, None], inserted, clean[:, None]], dim=1)
     fractions = torch.tensor(counts, device=inputs.device, dtype=torch.float32).div_(positions)
     results = {
         "avg_drop": torch.relu(clean - masked).div(clean + _DROP_EPS),

@@ -127,8 +127,8 @@ def assert_means_equal(ours: dict[str, torch.Tensor], theirs: dict[str, float]) 
 
 @pytest.mark.parametrize(
     "class_idx, steps, baseline",
-    [(None, 20, None), ([4, 0, 1, 2, 3, 4], 7, None), (2, 300, None), (None, 9, "blur")],
-    ids=["predicted", "per-image-classes", "one-class-every-position", "blurred-baseline"],
+    [(None, 20, None), ([4, 0, 1, 2, 3, 4], 7, None), (2, 300, None), (None, 1, None), (None, 9, "blur")],
+    ids=["predicted", "per-image-classes", "one-class-every-position", "one-step", "blurred-baseline"],
 )
 def test_gradcam_maps_score_as_in_torchcams_metrics(class_idx, steps, baseline) -> None:
     model = make_cnn()
@@ -273,6 +273,7 @@ def test_images_that_require_grad_and_tuple_outputs() -> None:
         ({"maps": torch.rand(2, 4, 4)}, r"maps has 2 entries \(shape \(2, 4, 4\)\) for 3 images"),
         ({"maps": torch.rand(3, 16)}, r"maps must be \(N, h, w\) maps or \(N, C, h, w\) attributions, got \(3, 16\)"),
         ({"images": torch.rand(3, 16, 16)}, r"images must be a \(N, C, H, W\) batch, got \(3, 16, 16\)"),
+        ({"images": torch.rand(0, 3, 16, 16)}, r"images is an empty batch, of shape \(0, 3, 16, 16\)"),
         ({"baseline": torch.zeros(2, 3, 16, 16)}, r"baseline of shape \(2, 3, 16, 16\) does not broadcast"),
         ({"baseline": "zeros"}, r"baseline must be None, a number or a tensor, got str"),
         ({"targets": [0, 1]}, r"targets has 2 entries for a batch of 3 images"),
