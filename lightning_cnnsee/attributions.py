@@ -85,7 +85,7 @@ def _input_gradients(model: nn.Module, rows: Tensor, targets: Targets, output_ke
 
 def _baselines(baselines: float | Tensor | None, images: Tensor) -> Tensor:
     """Captum's ``baselines``: None means 0; a number or a tensor that broadcasts to the images (N, C, H, W)."""
-    value = torch.as_tensor(0.0 if baselines is None else baselines, dtype=images.dtype, device=images.device)
+    value = torch.as_tensor(0.0 if baselines is None else baselines, dtype=images.dtype, device=images.device).clone()
     try:
         return torch.broadcast_to(value, images.shape)
     except RuntimeError as error:
@@ -456,9 +456,9 @@ def attribute(
     if not isinstance(images, Tensor) or images.ndim != 4 or not images.is_floating_point():
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise ValueError(f"images must be a floating-point tensor (N, C, H, W), got {shape}.")
-    if targets is not None and not isinstance(targets, (int, Tensor)):
-        targets = torch.as_tensor(targets)
     with gradients_enabled(), eval_mode(model):
         inputs = images.clone() if images.is_inference() else images.detach()
+        if targets is not None and not isinstance(targets, int):
+            targets = torch.as_tensor(targets).clone()  # made here, not in the caller's inference mode
         attributions = function(model, inputs, targets, output_key, **options)
     return attributions.detach()
