@@ -10,7 +10,14 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
-from lightning_cnnsee.writers import PngWriter, TensorBoardImageWriter, to_uint8_hwc, use_fast_checksums
+from lightning_cnnsee.writers import (
+    Png,
+    PngWriter,
+    TensorBoardImageWriter,
+    tensorboard_writers,
+    to_uint8_hwc,
+    use_fast_checksums,
+)
 
 
 def test_tensorboard_image_writer_stores_the_exact_pixels_under_tag_and_step(tmp_path):
@@ -39,6 +46,46 @@ def test_tensorboard_image_writer_hands_other_writers_their_own_add_image():
 
     TensorBoardImageWriter(OtherWriter()).add_image("t", torch.zeros(3, 2, 2), 3)
     assert calls == [("t", (3, 2, 2), 3)]
+
+
+def test_tensorboard_image_writer_hands_other_writers_the_png_pixels_with_their_layout():
+    calls = []
+
+    class TensorBoardXLike:
+        def add_image(self, tag, image, step, dataformats="CHW"):
+            calls.append((tag, image, step, dataformats))
+
+    image = torch.rand(1, 3, 5, generator=torch.Generator().manual_seed(2))
+    TensorBoardImageWriter(TensorBoardXLike()).add_png("t", Png.encode(image), 4)
+    [(tag, pixels, step, dataformats)] = calls
+    assert (tag, step, dataformats) == ("t", 4, "HW")
+    assert np.array_equal(pixels, to_uint8_hwc(image))
+
+
+def test_png_holds_the_bytes_of_its_pixels():
+    image = torch.rand(3, 6, 10, generator=torch.Generator().manual_seed(3))
+    png = Png.encode(image)
+    assert (png.channels, png.height, png.width) == (3, 6, 10)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png.data))), png.pixels)
+
+
+def test_tensorboard_writers_serve_the_tensorboard_loggers_of_both_lightning_packages(tmp_path):
+    import lightning.pytorch.loggers as lightning_loggers
+    import pytorch_lightning.loggers as pl_loggers
+
+    loggers = [
+        lightning_loggers.TensorBoardLogger(str(tmp_path), name="a"),
+        pl_loggers.CSVLogger(str(tmp_path)),
+        pl_loggers.TensorBoardLogger(str(tmp_path), name="b"),
+    ]
+    writers = tensorboard_writers(loggers)
+    assert [writer.writer for writer in writers] == [loggers[0].experiment, loggers[2].experiment]
+
+
+def test_png_writer_keeps_every_tag_inside_its_folder(tmp_path):
+    root = tmp_path / "cnnsee"
+    path = PngWriter(str(root)).add_image("../../escape/./x", torch.rand(3, 2, 2), 1)
+    assert path == str(root / "_" / "_" / "escape" / "_" / "x" / "step_00000001.png")
 
 
 def test_png_writer_files_hold_the_exact_pixels(tmp_path):
