@@ -14,7 +14,9 @@ import torch
 from torch import nn
 from tiny import Boom, Counter, count_hooks
 
+import lightning_cnnsee.ascent as ascent_module
 from lightning_cnnsee import AscentResult, filter_ascent
+from lightning_cnnsee.objectives import channel, diversity, neuron
 
 
 PARAMETERIZATIONS = ["fft", "pixel"]
@@ -314,3 +316,191 @@ def test_works_inside_inference_mode() -> None:
     with torch.inference_mode():
         inside = filter_ascent(model, "conv2", [1], (3, 12, 12), steps=4)
     assert torch.equal(inside.images.clone(), expected.images)
+
+
+# ------------------------------------------------------------------ hooks: registered once, removed always
+
+
+@pytest.fixture
+def registered_hooks(monkeypatch) -> list[nn.Module]:
+    """The modules of every ``register_forward_hook`` call made while the test runs."""
+    modules: list[nn.Module] = []
+    original = nn.Module.register_forward_hook
+
+    def counting(module: nn.Module, *args, **kwargs):
+        modules.append(module)
+        return original(module, *args, **kwargs)
+
+    monkeypatch.setattr(nn.Module, "register_forward_hook", counting)
+    return modules
+
+
+@pytest.mark.parametrize("layer", ["conv2", "fc", None])
+def test_hooks_are_registered_once_per_ascent_whatever_the_steps(layer: str | None, registered_hooks) -> None:
+    model = random_cnn()
+    counts = []
+    for steps in (1, 7):
+        registered_hooks.clear()
+        filter_ascent(model, layer, [0, 2], (3, 12, 12), steps=steps)
+        counts.append(len(registered_hooks))
+        assert count_hooks(model) == 0
+    expected = {"conv2": {model.conv2}, "fc": {model.fc}, None: set()}[layer]
+    assert set(registered_hooks) == expected
+    assert counts[0] == counts[1] == 2 * len(expected)  # one recording and one stopping hook per layer, per run
+    registered_hooks.clear()
+    filter_ascent(model, "conv2", [0, 2], (3, 12, 12), steps=5, num_diverse=2,
+                  objective=lambda c: channel("conv1", c) + neuron("conv2", c))
+    assert sorted(map(id, registered_hooks)) == sorted(map(id, [model.conv1, model.conv2] * 2))
+
+
+def test_no_hook_is_left_when_a_step_fails(model_untouched, monkeypatch, registered_hooks) -> None:
+    model = random_cnn().train()
+    calls = []
+    transform = ascent_module.random_transform
+
+    def fails_at_the_third_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("transform failed at step 3")
+        return transform(*args, **kwargs)
+
+    monkeypatch.setattr(ascent_module, "random_transform", fails_at_the_third_step)
+    with model_untouched(model):
+        with pytest.raises(RuntimeError, match="step 3"):
+            filter_ascent(model, "conv2", [0, 1], (3, 12, 12), steps=6, num_diverse=2)
+    assert count_hooks(model) == 0 and len(registered_hooks) == 2 and len(calls) == 3
+
+    class FailsOnThirdCall(Counter):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.calls == 2:
+                raise RuntimeError("layer failed on its third call")
+            return super().forward(x)
+
+    failing = random_cnn(tail=FailsOnThirdCall())
+    with model_untouched(failing):  # the model itself raises in the middle of the loop
+        with pytest.raises(RuntimeError, match="third call"):
+            filter_ascent(failing, "fc", [0, 1], (3, 12, 12), steps=6)
+    assert failing.tail.calls == 2 and count_hooks(failing) == 0
+
+
+def test_the_forward_pass_stops_after_the_deepest_layer_the_objective_needs() -> None:
+    counter = Counter()
+    model = random_cnn(tail=counter)
+    filter_ascent(model, "conv1", [0, 1], (3, 12, 12), steps=3,
+                  objective=lambda c: channel("conv2", c) + neuron("conv1", c) + diversity("bn1"))
+    assert counter.calls == 0
+    filter_ascent(random_cnn(tail=Boom()), "conv2", [0], (3, 12, 12), steps=3, num_diverse=2,
+                  objective=lambda c: channel("conv1", c) - channel("conv2", c))
+    filter_ascent(model, "conv1", [0], (3, 12, 12), steps=3, objective=lambda c: channel("conv1", c) + channel("fc", c))
+    assert counter.calls == 4  # 3 steps and the final measurement: the first check was not vacuous
+
+
+# --------------------------------------------------------------------------------------- objectives
+
+
+def test_the_default_objective_is_the_channel_objective() -> None:
+    model = random_cnn()
+    default = filter_ascent(model, "conv2", [4, 1], (3, 12, 12), steps=6)
+    explicit = filter_ascent(model, "conv2", [4, 1], (3, 12, 12), steps=6, objective=lambda c: channel("conv2", c))
+    assert torch.equal(default.images, explicit.images) and torch.equal(default.activations, explicit.activations)
+
+
+@pytest.mark.parametrize("shape", [(3, 13, 13), (3, 12, 16)])
+def test_a_neuron_objective_drives_up_the_centre_unit_of_a_hand_run_forward(shape: tuple[int, int, int]) -> None:
+    model = random_cnn()
+    channels = [0, 3, 6]
+    result = filter_ascent(model, "conv2", channels, shape, steps=24, lr=0.2, objective=lambda c: neuron("conv2", c))
+    assert result.channels == channels
+
+    def centre_units(images: torch.Tensor) -> torch.Tensor:  # by hand: conv1, bn1, relu1, conv2, then the centre
+        with torch.no_grad():
+            maps = model.conv2(model.relu1(copy.deepcopy(model.bn1).eval()(model.conv1(images))))
+        return maps[:, :, shape[1] // 2, shape[2] // 2]
+
+    found = centre_units(result.images)[range(3), channels]
+    torch.testing.assert_close(result.activations, found)
+    assert (found > centre_units(grey(shape))[0, channels] + 0.05).all()
+    # the centre unit, not the mean of the map, is what went up most
+    assert (found - channel_means(model, "conv2", result.images)[range(3), channels] > 0.05).all()
+
+
+def test_an_objective_must_be_a_function_of_the_channel_returning_an_objective() -> None:
+    model = random_cnn()
+    with pytest.raises(TypeError, match="function of a channel index.*lambda c"):
+        filter_ascent(model, "conv2", [0], (3, 12, 12), steps=1, objective=channel("conv2", 0))
+    with pytest.raises(TypeError, match=r"objective\(3\) returned 'conv2' \(str\)"):
+        filter_ascent(model, "conv2", [3], (3, 12, 12), steps=1, objective=lambda c: "conv2")
+    with pytest.raises(ValueError, match="reads no layer"):
+        filter_ascent(model, "conv2", [3], (3, 12, 12), steps=1, objective=lambda c: channel("conv2", c) * 0)
+    with pytest.raises(ValueError, match=r"channel index \[8\] out of range"):
+        filter_ascent(model, "conv2", [1], (3, 12, 12), steps=1, objective=lambda c: neuron("conv2", 8))
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="num_diverse must be an int >= 1"):
+            filter_ascent(model, "conv2", [1], (3, 12, 12), steps=1, num_diverse=bad)
+
+
+# ------------------------------------------------------------------------------------------ diversity
+
+
+def gram_similarity(maps: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Mean cosine similarity of the Gram matrices of each group's images, pairs of distinct images: (groups,)."""
+    flat = maps.reshape(maps.shape[0], maps.shape[1], -1)
+    grams = torch.nn.functional.normalize((flat @ flat.transpose(1, 2)).flatten(1), dim=1)
+    grams = grams.reshape(-1, group_size, grams.shape[1])
+    similarity = grams @ grams.transpose(1, 2)
+    return (similarity.sum(dim=(1, 2)) - group_size) / (group_size * (group_size - 1))
+
+
+def pixel_distance(images: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Mean L2 distance between the images of each group, pairs of distinct images: (groups,)."""
+    flat = images.reshape(-1, group_size, images[0].numel())
+    return torch.cdist(flat, flat).sum(dim=(1, 2)) / (group_size * (group_size - 1))
+
+
+def test_num_diverse_makes_a_channels_images_differ_while_each_still_drives_its_channel_up() -> None:
+    model, shape, channels = random_cnn(), (3, 16, 16), [0, 2, 5]
+    kwargs = dict(steps=24, lr=0.2, num_diverse=3)
+    diverse = filter_ascent(model, "conv1", channels, shape, diversity_weight=1.0, **kwargs)
+    undiversified = filter_ascent(model, "conv1", channels, shape, diversity_weight=0.0, **kwargs)
+    assert diverse.images.shape == (9, *shape) and diverse.activations.shape == (9,)
+    assert diverse.channels == [0, 0, 0, 2, 2, 2, 5, 5, 5]
+    # images differ: in pixels, and in the Gram matrices the diversity term compares (computed here by hand)
+    assert (pixel_distance(diverse.images, 3) > pixel_distance(undiversified.images, 3) + 0.5).all()
+    with torch.no_grad():
+        maps = {name: model.conv1(result.images) for name, result in (("diverse", diverse), ("plain", undiversified))}
+    dissimilarity = {name: 1 - gram_similarity(value, 3) for name, value in maps.items()}
+    assert (dissimilarity["diverse"] > 2 * dissimilarity["plain"]).all()
+    # each image still drives its channel above grey; the activations reported are the channel's means alone
+    means = channel_means(model, "conv1", diverse.images)[range(9), diverse.channels]
+    torch.testing.assert_close(diverse.activations, means)
+    grey_value = channel_means(model, "conv1", grey(shape))[0, diverse.channels]
+    assert (diverse.activations > grey_value).all()
+
+
+def test_without_the_diversity_term_a_channels_first_image_is_the_image_it_gets_alone() -> None:
+    model = random_cnn()
+    kwargs = dict(steps=12, lr=0.2, seed=3)
+    alone = filter_ascent(model, "conv2", [1, 6], (3, 12, 12), **kwargs)
+    three = filter_ascent(model, "conv2", [1, 6], (3, 12, 12), num_diverse=3, diversity_weight=0.0, **kwargs)
+    torch.testing.assert_close(three.images[[0, 3]], alone.images, rtol=0, atol=1e-4)
+    torch.testing.assert_close(three.activations[[0, 3]], alone.activations, rtol=0, atol=1e-5)
+    assert (three.images[0] - three.images[1]).abs().max() > 0.05  # different random starts
+
+
+def test_a_channels_diverse_images_do_not_depend_on_the_channels_run_with_it() -> None:
+    model = random_cnn().train()
+    kwargs = dict(steps=12, lr=0.2, seed=5, num_diverse=2, diversity_weight=1.0)
+    alone = filter_ascent(model, "conv1", [3], (3, 12, 12), **kwargs)
+    together = filter_ascent(model, "conv1", [5, 3, 0], (3, 12, 12), **kwargs)
+    torch.testing.assert_close(together.images[2:4], alone.images, rtol=0, atol=1e-4)
+    torch.testing.assert_close(together.activations[2:4], alone.activations, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer", ["conv2", "fc", None])
+def test_the_model_is_left_exactly_as_it_was_with_diverse_images(layer: str | None, model_untouched) -> None:
+    model = random_cnn().train()
+    model.conv2.eval()
+    with model_untouched(model):
+        filter_ascent(model, layer, [0, 2], (3, 12, 12), steps=3, lr=0.2, num_diverse=2,
+                      objective=lambda c: channel(layer, c) + neuron("conv1", c))
+    assert count_hooks(model) == 0
