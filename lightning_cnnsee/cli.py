@@ -5,7 +5,9 @@ Subcommands:
 - ``cnnsee demo --logdir DIR [--epochs N] [--seed S]``: train a small CNN on synthetic shapes with CNNSee logging
   to TensorBoard under ``DIR`` (about a minute on a laptop CPU), then print the command that opens TensorBoard.
 - ``cnnsee report LOGDIR [-o report.html] [--max-steps N]``: one self-contained HTML page of every run's CNNSee
-  images under ``LOGDIR``, a step slider per tag, runs side by side, hyper-parameters compared.
+  images under ``LOGDIR``, a step slider per tag, runs side by side, CNNSee's scalars as charts, hyper-parameters
+  compared. ``LOGDIR`` may hold TensorBoard event files, CNNSee's PNG folders (``CSVLogger``, no logger) or an
+  MLflow file store (``mlruns``).
 - ``cnnsee export LOGDIR [-o DIR] [--no-gif] [--frame-ms MS] [--max-steps N]``: the same images as
   ``DIR/<run>/<tag>/step_<step>.png``, and an animated GIF per tag.
 
@@ -83,8 +85,9 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
 def _add_review_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("logdir", metavar="LOGDIR",
-                        help="the TensorBoard log folder: one run's folder, or any folder above runs (every folder "
-                             "with event files under it is a run, e.g. version_0, version_1)")
+                        help="the log folder: one run's folder, or any folder above runs. A run is a folder with "
+                             "TensorBoard event files (e.g. version_0), a folder with CNNSee's cnnsee/ folder of "
+                             "step_N.png files (CSVLogger or no logger), or an MLflow run (mlruns/<experiment>/<run>)")
     parser.add_argument("--max-steps", type=positive_int, default=None, metavar="N",
                         help="at most N steps per tag and run, evenly spaced, first and last kept (default: all)")
     progress = parser.add_mutually_exclusive_group()
@@ -98,9 +101,11 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> None:
         "report",
         help="write one self-contained HTML page to review CNNSee logs: a step slider per tag, runs side by side",
         description=(
-            "Read the CNNSee images (tags cnnsee/...) of every run under LOGDIR with TensorBoard's reader and write "
-            "one HTML file that needs nothing else (images embedded, no external resources): per tag, one column "
-            "per run and a slider over the steps; the runs' hyper-parameters side by side."
+            "Read the CNNSee images and scalars (tags cnnsee/...) of every run under LOGDIR and write one HTML file "
+            "that needs nothing else (images embedded, charts drawn inline, no external resources): per tag, one "
+            "column per run and a slider over the steps; CNNSee's faithfulness, drift and overhead as line charts; "
+            "the runs' hyper-parameters side by side. Event records failing their checksum are reported on stderr "
+            "and in the page; the rest of that file is skipped, as TensorBoard does."
         ),
     )
     _add_review_arguments(parser)
@@ -115,8 +120,8 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
         "export",
         help="write CNNSee logs as PNG files (DIR/<run>/<tag>/step_N.png) and an animated GIF per tag",
         description=(
-            "Read the CNNSee images (tags cnnsee/...) of every run under LOGDIR with TensorBoard's reader and write "
-            "each as DIR/<run>/<tag>/step_<step>.png, and each tag's steps as DIR/<run>/<tag>.gif."
+            "Read the CNNSee images (tags cnnsee/...) of every run under LOGDIR and write each as "
+            "DIR/<run>/<tag>/step_<step>.png, and each tag's steps as DIR/<run>/<tag>.gif."
         ),
     )
     _add_review_arguments(parser)
@@ -126,6 +131,12 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--frame-ms", type=positive_int, default=500, metavar="MS",
                         help="how long each GIF frame shows, in milliseconds (default: %(default)s)")
     parser.set_defaults(handler=run_export_command)
+
+
+def print_problems(command: str, problems: list[str]) -> None:
+    """What the review could not read (a record failing its checksum, ...), one warning line each on stderr."""
+    for problem in problems:
+        print(f"cnnsee {command}: warning: {problem}", file=sys.stderr)
 
 
 def run_report_command(args: argparse.Namespace) -> int:
@@ -138,9 +149,10 @@ def run_report_command(args: argparse.Namespace) -> int:
     except NothingToReview as error:
         print(f"cnnsee report: {error}", file=sys.stderr)
         return 1
+    print_problems("report", summary.problems)
     print(
         f"Wrote {summary.path} ({summary.size_bytes / 1e6:.1f} MB): {summary.runs} run(s), {summary.tags} tags, "
-        f"{summary.frames} images. Open it in a browser."
+        f"{summary.frames} images, {summary.charts} charts. Open it in a browser."
     )
     return 0
 
@@ -156,6 +168,7 @@ def run_export_command(args: argparse.Namespace) -> int:
     except NothingToReview as error:
         print(f"cnnsee export: {error}", file=sys.stderr)
         return 1
+    print_problems("export", summary.problems)
     print(f"Wrote {summary.pngs} PNG files and {summary.gifs} GIFs under {summary.folder}.")
     return 0
 

@@ -280,3 +280,47 @@ def test_the_report_works_in_headless_chromium(chromium, report_file):
         colours, spread = picture_pixels(area)
         assert area.width > 50 and area.height > 20 and colours > 50 and spread > 10, (area.size, colours, spread)
         assert browser.problems() == []
+
+
+@pytest.mark.timeout(180)
+def test_the_scalar_charts_show_in_headless_chromium(chromium, report_file):
+    with Chromium(chromium) as browser:
+        browser.open(report_file)
+        # one <svg> per chart of the page's data, one drawn line per series with a point per logged value
+        charts = browser.evaluate("""(() => {
+            const data = JSON.parse(document.getElementById('cnnsee-data').textContent);
+            const svgs = Array.from(document.querySelectorAll('svg.chart'));
+            return {
+              expected: data.charts.map(chart => chart.series.map(series => series.points.length)),
+              drawn: svgs.map(svg => Array.from(svg.querySelectorAll('polyline')).map(l => l.points.numberOfItems)),
+              widths: svgs.map(svg => Array.from(svg.querySelectorAll('polyline')).map(l => l.getBBox().width)),
+              shown: svgs.map(svg => svg.getBoundingClientRect().width),
+              legends: svgs.map(svg => svg.querySelectorAll('.legend text').length),
+            };
+        })()""")
+        assert len(charts["drawn"]) >= 3 and charts["drawn"] == charts["expected"], charts
+        assert all(width > 100 for width in charts["shown"])
+        assert all(width > 0 for widths in charts["widths"] for width in widths)
+        assert charts["legends"] == [len(series) for series in charts["expected"]]
+
+        # hiding a run hides its lines in every chart
+        hidden = browser.evaluate("""(() => {
+            document.querySelector('input[type=checkbox][data-run="1"]').click();
+            const lines = Array.from(document.querySelectorAll('svg.chart .series[data-run="1"]'));
+            const result = lines.length > 0 && lines.every(line => getComputedStyle(line).display === 'none');
+            document.querySelector('input[type=checkbox][data-run="1"]').click();
+            return result;
+        })()""")
+        assert hidden
+
+        # what a person sees: the first chart's area holds its first line's colour
+        browser.evaluate("document.querySelector('svg.chart').scrollIntoView()")
+        box = browser.evaluate("document.querySelector('svg.chart').getBoundingClientRect().toJSON()")
+        color = browser.evaluate("document.querySelector('svg.chart polyline').getAttribute('stroke')")
+        shot = browser.screenshot()
+        area = np.asarray(shot.crop((int(box["left"]), int(box["top"]), int(box["right"]),
+                                     int(min(box["bottom"], shot.height)))), dtype=int)
+        target = np.array([int(color[i:i + 2], 16) for i in (1, 3, 5)])
+        near = (np.abs(area - target).sum(axis=2) < 60).sum()
+        assert near > 100, (color, near)
+        assert browser.problems() == []

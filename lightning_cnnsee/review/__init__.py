@@ -1,9 +1,10 @@
 """Review CNNSee logs after training: one self-contained HTML page, or PNG files and animated GIFs.
 
 ``cnnsee report LOGDIR -o report.html`` runs :func:`write_report`; ``cnnsee export LOGDIR -o DIR`` runs
-:func:`export_images`. Both read the event files with TensorBoard's own reader (:mod:`.logs`), every folder with
-event files under ``LOGDIR`` being one run, and raise :class:`NothingToReview` with a message saying what is missing
-when there is nothing to show.
+:func:`export_images`. Both find the runs under ``LOGDIR`` (:mod:`.logs`): folders of TensorBoard event files (read
+by :mod:`.events`, records checksummed in C), CNNSee's PNG folders and MLflow runs (:mod:`.folders`). They hold
+where each image lies, not the image, and raise :class:`NothingToReview` with a message saying what is missing
+when there is nothing to show. Nothing here imports torch.
 
 Example::
 
@@ -14,18 +15,29 @@ Example::
     16
 """
 
+from lightning_cnnsee.review.charts import Chart, Series, charts_of
 from lightning_cnnsee.review.export import ExportSummary, export_images, write_gif
-from lightning_cnnsee.review.logs import Frame, NothingToReview, Run, find_run_dirs, load_runs
+from lightning_cnnsee.review.logs import RunFolder, find_run_dirs, find_runs, load_runs
+from lightning_cnnsee.review.records import ChecksumError, iter_records
 from lightning_cnnsee.review.report import ReportSummary, render_report, write_report
+from lightning_cnnsee.review.runs import FileRegion, Frame, NothingToReview, Run
 
 __all__ = [
+    "Chart",
+    "ChecksumError",
     "ExportSummary",
+    "FileRegion",
     "Frame",
     "NothingToReview",
     "ReportSummary",
     "Run",
+    "RunFolder",
+    "Series",
+    "charts_of",
     "export_images",
     "find_run_dirs",
+    "find_runs",
+    "iter_records",
     "load_runs",
     "render_report",
     "write_gif",

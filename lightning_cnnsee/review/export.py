@@ -6,8 +6,10 @@ Layout, for a run ``demo/version_0`` and the tag ``cnnsee/gradcam/features``::
     OUT/demo/version_0/cnnsee/gradcam/features/step_00000512.png
     OUT/demo/version_0/cnnsee/gradcam/features.gif      # one frame per step, the step written on each
 
-Characters that do not belong in a file name are replaced by ``_`` (layer names keep their dots). PNG images are
-written as TensorBoard stored them, byte for byte.
+Characters that do not belong in a file name are replaced by ``_`` (layer names keep their dots;
+:func:`lightning_cnnsee.tags.path_parts`, the rule of CNNSee's own PNG writer). PNG images are written as they were
+logged, byte for byte, read one at a time from the log files. The output is itself a log folder that ``cnnsee
+report`` reads (CNNSee's PNG-folder layout).
 
 Example::
 
@@ -21,25 +23,27 @@ from __future__ import annotations
 
 import io
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from lightning_cnnsee.review.logs import Frame, evenly_spaced, load_runs, progress_bar
+from lightning_cnnsee.review.logs import load_runs, progress_bar
+from lightning_cnnsee.review.runs import Frame, evenly_spaced
+from lightning_cnnsee.tags import path_parts
 
 BANNER_HEIGHT = 16
 
 
 @dataclass
 class ExportSummary:
-    """What :func:`export_images` wrote."""
+    """What :func:`export_images` wrote; ``problems``: what could not be read."""
 
     folder: Path
     pngs: int = 0
     gifs: int = 0
     paths: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
 
 def export_images(
@@ -68,14 +72,14 @@ def export_images(
         raise ValueError(f"frame_ms must be a positive number of milliseconds, got {frame_ms!r}")
     runs = load_runs(logdir, progress=progress)
     root = Path(output)
-    summary = ExportSummary(root)
+    summary = ExportSummary(root, problems=[problem for run in runs for problem in run.problems])
     total = sum(len(evenly_spaced(frames, max_steps)) for run in runs for frames in run.images.values())
     bar = progress_bar(None, progress, total=total, desc="exporting images", unit="image")
     used: set[Path] = set()
     for run in runs:
-        run_folder = root.joinpath(*[safe_path_part(part) for part in run.name.split("/")])
+        run_folder = root.joinpath(*path_parts(run.name))
         for tag, frames in run.images.items():
-            folder = _unique(run_folder.joinpath(*[safe_path_part(part) for part in tag.split("/")]), used)
+            folder = _unique(run_folder.joinpath(*path_parts(tag)), used)
             folder.mkdir(parents=True, exist_ok=True)
             frames = evenly_spaced(frames, max_steps)
             for frame in frames:
@@ -91,12 +95,6 @@ def export_images(
                 summary.gifs += 1
     bar.close()
     return summary
-
-
-def safe_path_part(text: str) -> str:
-    """A file-system-safe version of one tag or run-name component (the rule of ``writers.PngWriter``, kept here so
-    that reviewing logs needs no torch)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text) or "_"
 
 
 def _unique(folder: Path, used: set[Path]) -> Path:
@@ -119,7 +117,8 @@ def write_gif(frames: list[Frame], path: Path, frame_ms: int = 500) -> None:
     """An animated GIF of ``frames``, one GIF frame per step, each with ``step N`` in a white band on top.
 
     Frames of different sizes are placed top-left on a canvas of the largest size. The band also keeps Pillow from
-    merging two identical consecutive images into one frame, so the GIF has exactly one frame per step.
+    merging two identical consecutive images into one frame, so the GIF has exactly one frame per step. Each image is
+    decoded when its frame is drawn (the sizes come from the log), not all of them first.
 
     Example::
 
@@ -134,14 +133,17 @@ def write_gif(frames: list[Frame], path: Path, frame_ms: int = 500) -> None:
         >>> Image.open(path).n_frames
         2
     """
-    pictures = [Image.open(io.BytesIO(frame.data)).convert("RGB") for frame in frames]
-    width = max(max(picture.width for picture in pictures), 64)
-    height = max(picture.height for picture in pictures) + BANNER_HEIGHT
+    sizes = [(frame.width, frame.height) for frame in frames]
+    if not all(width > 0 and height > 0 for width, height in sizes):
+        sizes = [Image.open(io.BytesIO(frame.data)).size for frame in frames]
+    width = max(max(width for width, _ in sizes), 64)
+    height = max(height for _, height in sizes) + BANNER_HEIGHT
     font = ImageFont.load_default()
     canvases = []
-    for frame, picture in zip(frames, pictures):
+    for frame in frames:
         canvas = Image.new("RGB", (width, height), "white")
-        canvas.paste(picture, (0, BANNER_HEIGHT))
+        with Image.open(io.BytesIO(frame.data)) as picture:
+            canvas.paste(picture.convert("RGB"), (0, BANNER_HEIGHT))
         ImageDraw.Draw(canvas).text((3, 2), f"step {frame.step}", fill="black", font=font)
         canvases.append(canvas)
     canvases[0].save(
