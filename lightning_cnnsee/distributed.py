@@ -80,3 +80,19 @@ def unsplit(per_rank: Tensor, count: int) -> Tensor:
     world_size, per = per_rank.shape[:2]
     ordered = per_rank.transpose(0, 1).reshape(world_size * per, *per_rank.shape[2:])
     return ordered[:count]
+
+
+SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
+
+
+def refuse_sharded_strategies(trainer: Any) -> None:
+    """Sharded strategies split the parameters across ranks; CNNSee needs the whole model on every rank."""
+    names = [cls.__name__ for cls in type(getattr(trainer, "strategy", None)).__mro__]
+    sharded = next((name for name in names if name in SHARDED_STRATEGIES), None)
+    if sharded is not None:
+        raise ValueError(
+            f"CNNSee does not support the sharded strategy {sharded}: its visualizations run the whole model on "
+            "each rank, and this strategy splits the parameters across ranks. Use strategy='ddp' (or 'ddp_spawn', "
+            "'auto' on one device) while you visualize, or remove CNNSee from the callbacks for this run. "
+            f"Sharded strategies refused: {list(SHARDED_STRATEGIES)}."
+        )

@@ -159,3 +159,20 @@ def gradients_enabled() -> Iterator[None]:
     with torch.inference_mode(False), torch.enable_grad():
         yield
 
+
+
+@contextlib.contextmanager
+def run_eagerly() -> Iterator[None]:
+    """Inside the block, modules and functions wrapped by ``torch.compile`` run their eager originals.
+
+    A compiled graph runs none of the forward hooks registered after it was traced, and tracing it again for a
+    visualization would cost a recompilation of the training graph. ``torch.compiler.set_stance("force_eager")``
+    runs the original Python code instead, hooks and all, and leaves the compiled graphs and their caches as they
+    were. Without ``set_stance`` (torch < 2.6) the block runs as it is.
+    """
+    set_stance = getattr(getattr(torch, "compiler", None), "set_stance", None)
+    if set_stance is None:
+        yield
+        return
+    with set_stance("force_eager"):
+        yield

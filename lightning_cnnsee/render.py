@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,17 +25,44 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from lightning_cnnsee.tags import make_tag
+
+if TYPE_CHECKING:
+    from lightning_cnnsee.options import Options
+    from lightning_cnnsee.visualize import Results
+
 CAM_SCALES = ("batch", "image")
 MISTAKE_COLOR = (1.0, 0.15, 0.15)
 CORRECT_COLOR = (0.2, 0.8, 0.3)
 
-# Polynomial fit of Google's Turbo colormap (Mikhailov, 2019): perceptually smooth, readable on dark and light.
-_TURBO_LOW = torch.tensor(
-    [[0.13572138, 4.61539260, -42.66032258, 132.13108234],
-     [0.09140261, 2.19418839, 4.84296658, -14.18503333],
-     [0.10667330, 12.64194608, -60.58204836, 110.36276771]]
+# Google's Turbo colormap (Mikhailov, 2019), perceptually smooth and readable on dark and light: 65 entries of its
+# 256-entry table, evenly spaced and interpolated linearly (within 0.002 of the full table, interpolated).
+_TURBO = torch.tensor(
+    [
+        [0.1900, 0.0718, 0.2322], [0.2086, 0.1180, 0.3461], [0.2250, 0.1635, 0.4510],
+        [0.2392, 0.2083, 0.5469], [0.2511, 0.2524, 0.6337], [0.2607, 0.2957, 0.7116],
+        [0.2682, 0.3382, 0.7805], [0.2733, 0.3801, 0.8404], [0.2763, 0.4212, 0.8912],
+        [0.2770, 0.4615, 0.9331], [0.2754, 0.5012, 0.9659], [0.2711, 0.5402, 0.9893],
+        [0.2586, 0.5796, 0.9988], [0.2387, 0.6193, 0.9948], [0.2138, 0.6589, 0.9796],
+        [0.1862, 0.6978, 0.9550], [0.1584, 0.7355, 0.9230], [0.1328, 0.7716, 0.8858],
+        [0.1117, 0.8057, 0.8452], [0.0975, 0.8371, 0.8034], [0.0927, 0.8655, 0.7623],
+        [0.0996, 0.8904, 0.7239], [0.1201, 0.9119, 0.6866], [0.1532, 0.9315, 0.6431],
+        [0.1966, 0.9490, 0.5947], [0.2480, 0.9642, 0.5430], [0.3051, 0.9770, 0.4899],
+        [0.3658, 0.9870, 0.4369], [0.4278, 0.9942, 0.3858], [0.4888, 0.9983, 0.3382],
+        [0.5466, 0.9991, 0.2958], [0.5989, 0.9964, 0.2604], [0.6436, 0.9900, 0.2336],
+        [0.6849, 0.9794, 0.2160], [0.7260, 0.9647, 0.2064], [0.7661, 0.9463, 0.2031],
+        [0.8047, 0.9245, 0.2046], [0.8413, 0.8999, 0.2093], [0.8753, 0.8727, 0.2156],
+        [0.9060, 0.8434, 0.2219], [0.9330, 0.8124, 0.2267], [0.9556, 0.7800, 0.2284],
+        [0.9732, 0.7468, 0.2254], [0.9855, 0.7125, 0.2165], [0.9931, 0.6741, 0.2035],
+        [0.9965, 0.6319, 0.1874], [0.9959, 0.5870, 0.1690], [0.9915, 0.5404, 0.1491],
+        [0.9836, 0.4929, 0.1285], [0.9723, 0.4456, 0.1080], [0.9580, 0.3996, 0.0883],
+        [0.9408, 0.3557, 0.0703], [0.9210, 0.3149, 0.0548], [0.8989, 0.2782, 0.0424],
+        [0.8742, 0.2453, 0.0330], [0.8466, 0.2141, 0.0249], [0.8161, 0.1846, 0.0181],
+        [0.7826, 0.1569, 0.0126], [0.7462, 0.1310, 0.0085], [0.7068, 0.1068, 0.0057],
+        [0.6645, 0.0844, 0.0042], [0.6192, 0.0637, 0.0041], [0.5710, 0.0447, 0.0053],
+        [0.5199, 0.0276, 0.0078], [0.4796, 0.0158, 0.0106]
+    ]
 )
-_TURBO_HIGH = torch.tensor([[-152.94239396, 59.28637943], [4.27729857, 2.82956604], [-89.90310912, 27.34824973]])
 
 
 def denormalize(images: Tensor, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Tensor:
@@ -60,10 +88,10 @@ def to_rgb(images: Tensor) -> Tensor:
 
 def turbo(values: Tensor) -> Tensor:
     """Map values in [0, 1] of shape (...) to RGB colours of shape (..., 3) with the Turbo colormap."""
-    x = values.float().clamp(0, 1)[..., None]
-    low = torch.cat([torch.ones_like(x), x, x**2, x**3], dim=-1)
-    high = torch.cat([x**4, x**5], dim=-1)
-    return (low @ _TURBO_LOW.T + high @ _TURBO_HIGH.T).clamp(0, 1)
+    position = values.float().clamp(0, 1) * (_TURBO.shape[0] - 1)
+    low = position.floor().long().clamp(max=_TURBO.shape[0] - 2)
+    fraction = (position - low)[..., None]
+    return _TURBO[low] * (1 - fraction) + _TURBO[low + 1] * fraction
 
 
 def robust_max(values: Tensor, quantile: float = 0.99) -> Tensor:
@@ -214,3 +242,73 @@ def render_patterns(images: Tensor, captions: Sequence[str], *, columns: int = 8
     """Filter or class patterns (K, C, H, W) in [0, 1] as a captioned grid."""
     tiles = upscale(to_rgb(images.detach().float().cpu().clamp(0, 1)), min_tile)
     return grid(caption(tiles, list(captions)), columns=min(columns, tiles.shape[0]))
+
+
+def class_name(index: int, names: Sequence[str] | None) -> str:
+    """The name of class ``index`` from ``names`` (indexed by class), or the index itself."""
+    if names is not None and 0 <= index < len(names):
+        return str(names[index])
+    return str(index)
+
+
+def render_results(
+    results: Results, images: Tensor, labels: Tensor | None, options: Options, *, instance: str | None = None
+) -> dict[str, Tensor]:
+    """Turn a run's :class:`~lightning_cnnsee.visualize.Results` into ``{tag: (3, H, W) image}``.
+
+    ``images`` are the (normalized) inputs the run saw, shown denormalized with ``options.mean`` and ``std``;
+    ``labels`` add the true class (a second Grad-CAM row, and a red frame on each mistake). ``instance`` names the
+    callback in the tags (see :mod:`lightning_cnnsee.tags`).
+
+    Example::
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from lightning_cnnsee.options import Options
+        >>> from lightning_cnnsee.visualize import visualize
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ...                       nn.Linear(4, 2))
+        >>> options = Options(techniques=["gradcam", "activations"])
+        >>> images, labels = torch.rand(2, 3, 12, 12), torch.tensor([0, 1])
+        >>> sorted(render_results(visualize(model, images, labels, options), images, labels, options))
+        ['cnnsee/activations/0', 'cnnsee/gradcam/1']
+    """
+    display = denormalize(images, options.mean, options.std)
+    names = options.class_names
+    rendered: dict[str, Tensor] = {}
+    if results.cams_predicted and results.logits is not None:
+        probabilities = results.logits.float().softmax(dim=-1).cpu()
+        predicted = probabilities.argmax(dim=-1)
+        image_captions, predicted_captions, true_captions = [], [], []
+        for index in range(display.shape[0]):
+            guess = int(predicted[index])
+            predicted_captions.append(f"pred {class_name(guess, names)}\np={probabilities[index, guess]:.2f}")
+            if labels is not None:
+                truth = int(labels[index])
+                mark = "ok" if guess == truth else "WRONG"
+                image_captions.append(f"#{index} {mark}\nlabel {class_name(truth, names)}")
+                true_captions.append(f"true {class_name(truth, names)}\np={probabilities[index, truth]:.2f}")
+            else:
+                image_captions.append(f"#{index}")
+        mistakes = None if labels is None else predicted != labels.cpu()
+        for layer, cam in results.cams_predicted.items():
+            rows, captions = [cam], [predicted_captions]
+            if layer in results.cams_true:
+                rows.append(results.cams_true[layer])
+                captions.append(true_captions)
+            rendered[make_tag("gradcam", layer, instance=instance)] = render_gradcam(
+                display, rows, captions, image_captions=image_captions, mistakes=mistakes,
+                alpha=options.cam_alpha, scale=options.cam_scale,
+            )
+    for layer, maps in results.activations.items():
+        rendered[make_tag("activations", layer, instance=instance)] = render_activations(
+            display, maps, max_channels=options.activation_channels
+        )
+    for layer, found in results.filters.items():
+        captions = [f"ch {c}\n{a:.2f}" for c, a in zip(found.channels, found.activations.tolist())]
+        rendered[make_tag("filters", layer, instance=instance)] = render_patterns(found.images, captions)
+    if results.classes is not None:
+        found = results.classes
+        captions = [f"{class_name(c, names)}\n{a:.2f}" for c, a in zip(found.channels, found.activations.tolist())]
+        rendered[make_tag("classes", instance=instance)] = render_patterns(found.images, captions)
+    return rendered

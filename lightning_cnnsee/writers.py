@@ -466,6 +466,12 @@ class LogSinks:
         if first_error is not None:
             raise first_error
 
+    @property
+    def falls_back(self) -> bool:
+        """Whether some images go to a PNG folder because no logger, or a logger without a folder, could take them
+        (worth a warning: the user may look for them elsewhere)."""
+        return not any(d.loggers for d in self._destinations) or any(d.notes for d in self._destinations)
+
     def describe(self) -> str:
         """One sentence saying where the images go, for the callback to log once."""
         if not self._destinations:

@@ -14,24 +14,48 @@ import pytorch_lightning as pl
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tiny import TinyClassifier, make_loaders  # noqa: E402
+from tiny import RecordingCNNSee, TinyClassifier, make_loaders  # noqa: E402
 
+import lightning_cnnsee.callback as callback_module  # noqa: E402
+import lightning_cnnsee.visualize as visualize_module  # noqa: E402
 from lightning_cnnsee import CNNSee  # noqa: E402
 
 
-class FailingOnRankOne(CNNSee):
+SHARE = []  # the number of patterns this rank optimized in each run
+
+
+def count_share(ascend):
+    def counted(module, jobs, *args, **kwargs):
+        if kwargs.get("steps") is None:  # a run, not the cost estimate
+            SHARE.append(len(jobs))
+        return ascend(module, jobs, *args, **kwargs)
+
+    return counted
+
+
+visualize_module.ascend = count_share(visualize_module.ascend)
+
+
+class FailingOnRankOne(RecordingCNNSee):
     """Fails inside the computation on rank 1 only: the ranks must decide together and go on."""
 
-    def _compute_local(self, pl_module, include_patterns, rank, world_size, **kwargs):
-        if rank == 1:
+    def run(self, trainer, pl_module, **kwargs):
+        real = callback_module.visualize
+
+        def failing(*args, **inner):
             raise RuntimeError("rank one broke")
-        return super()._compute_local(pl_module, include_patterns, rank, world_size, **kwargs)
+
+        callback_module.visualize = failing if trainer.global_rank == 1 else real
+        try:
+            return super().run(trainer, pl_module, **kwargs)
+        finally:
+            callback_module.visualize = real
 
 
 WRAPPER_CALLS_DURING_RUNS = []
 
 
-class WatchingWrapper(CNNSee):
+class WatchingWrapper(RecordingCNNSee):
     """Records any call of the DDP wrapper's forward while a visualization runs (there must be none)."""
 
     def run(self, trainer, pl_module, **kwargs):
@@ -45,7 +69,7 @@ class WatchingWrapper(CNNSee):
 
         DistributedDataParallel.forward = watched
         try:
-            super().run(trainer, pl_module, **kwargs)
+            return super().run(trainer, pl_module, **kwargs)
         finally:
             DistributedDataParallel.forward = real
 
@@ -77,7 +101,7 @@ def main() -> None:
     trainer.fit(model, train, val)
     if callbacks:
         with open(os.path.join(out, f"share_rank{trainer.global_rank}.txt"), "w") as handle:
-            handle.write(str(callbacks[0].last_share))
+            handle.write(str(SHARE[-1] if SHARE else 0))
     if trainer.is_global_zero:
         callback = callbacks[0] if callbacks else None
         saved = {
@@ -86,12 +110,12 @@ def main() -> None:
             "wrapper_calls_during_runs": list(WRAPPER_CALLS_DURING_RUNS),
         }
         if callback is not None and callback.last_results is not None:  # ddp_spawn: state stays in the workers
-            saved["images"] = callback._images
-            saved["labels"] = callback._labels
+            saved["images"] = callback.fixed.images
+            saved["labels"] = callback.fixed.labels
             results = callback.last_results
             saved["filters"] = {k: (v.channels, v.images, v.activations) for k, v in results.filters.items()}
             saved["classes"] = (results.classes.channels, results.classes.images, results.classes.activations)
-            saved["runs"] = callback._runs
+            saved["runs"] = callback.schedule.runs
         torch.save(saved, os.path.join(out, "result.pt"))
 
 

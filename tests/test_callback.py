@@ -16,6 +16,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tiny import TinyClassifier, count_hooks, make_loaders, read_images, trainer_kwargs
 
 from lightning_cnnsee import CNNSee
+from lightning_cnnsee.options import Options
+from lightning_cnnsee.render import render_results
+from lightning_cnnsee.visualize import visualize
 
 FAST = dict(ascent_steps=4, num_samples=6, max_overhead=None)
 
@@ -72,9 +75,9 @@ def test_the_same_fixed_validation_images_are_used_at_every_run(tmp_path):
     fit(tmp_path, callback)
     _, val = make_loaders()
     expected_x, expected_y = next(iter(val))
-    assert torch.equal(callback._images, expected_x[:6])
-    assert torch.equal(callback._labels, expected_y[:6])
-    assert callback._images.device.type == "cpu"
+    assert torch.equal(callback.fixed.images, expected_x[:6])
+    assert torch.equal(callback.fixed.labels, expected_y[:6])
+    assert callback.fixed.images.device.type == "cpu"
 
 
 def test_a_run_leaves_modes_gradients_statistics_parameters_and_hooks_as_they_were():
@@ -92,12 +95,10 @@ def test_a_run_leaves_modes_gradients_statistics_parameters_and_hooks_as_they_we
     requires = {name: p.requires_grad for name, p in model.named_parameters()}
     hooks = count_hooks(model)
 
-    callback = CNNSee(ascent_steps=3, num_samples=4)
     _, val = make_loaders()
     x, y = next(iter(val))
-    callback._images, callback._labels = x[:4], y[:4]
     with torch.inference_mode():  # as in Lightning's validation loop
-        results = callback.compute(model)
+        results = visualize(model, x[:4], y[:4], Options(ascent_steps=3, num_samples=4))
     assert results.cams_predicted and results.cams_true and results.activations and results.filters
     assert results.classes is not None
 
@@ -130,11 +131,11 @@ def test_unknown_layer_name_fails_at_setup_naming_the_closest_layers(tmp_path):
 @pytest.mark.parametrize(
     "options, message",
     [
-        (dict(num_samples=0), "num_samples must be a positive number"),
-        (dict(every_n_epochs=-1), "every_n_epochs must be a positive number"),
-        (dict(cam_method="gradcam+++"), r"Unknown cam_method 'gradcam\+\+\+'; valid choices"),
-        (dict(techniques=["gradcam", "saliency"]), r"Unknown techniques \['saliency'\]"),
-        (dict(mean=[0.5, 0.5], std=[0.2]), "mean has 2 values"),
+        (dict(num_samples=0), r"CNNSee\(num_samples=0\): must be a whole number >= 1"),
+        (dict(every_n_epochs=-1), r"CNNSee\(every_n_epochs=-1\): must be a whole number >= 1"),
+        (dict(cam_method="gradcam+++"), r"CNNSee\(cam_method='gradcam\+\+\+'\).*valid choices"),
+        (dict(techniques=["gradcam", "saliency"]), r"unknown \['saliency'\]; valid choices are \['gradcam'"),
+        (dict(mean=[0.5, 0.5], std=[0.2]), r"CNNSee\(std=\[0.2\]\): must have as many values as mean"),
     ],
 )
 def test_bad_options_are_rejected_when_the_callback_is_made(options, message):
@@ -142,11 +143,12 @@ def test_bad_options_are_rejected_when_the_callback_is_made(options, message):
         CNNSee(**options)
 
 
-def test_without_a_tensorboard_logger_it_warns_and_writes_png_files(tmp_path):
+def test_with_a_csv_logger_png_files_land_in_its_run_folder_and_it_says_so(tmp_path, caplog):
     logger = pl.loggers.CSVLogger(str(tmp_path), name="csv")
-    with pytest.warns(UserWarning, match="no TensorBoardLogger"):
+    with caplog.at_level("INFO"):
         trainer, _ = fit(tmp_path, CNNSee(**FAST), logger=logger, max_epochs=1)
     folder = os.path.join(trainer.log_dir, "cnnsee")
+    assert f"CSVLogger: PNG files in {folder}" in caplog.text
     written = sorted(os.path.relpath(os.path.join(root, f), folder) for root, _, files in os.walk(folder) for f in files)
     assert "classes/step_00000000.png" in written
     assert any(path.startswith("gradcam/features/") for path in written)
@@ -154,13 +156,19 @@ def test_without_a_tensorboard_logger_it_warns_and_writes_png_files(tmp_path):
     assert any(path.startswith("filters/") for path in written)
 
 
+def test_without_a_logger_it_warns_and_writes_png_files_under_the_root_folder(tmp_path):
+    with pytest.warns(UserWarning, match="CNNSee found no logger: PNG files in"):
+        fit(tmp_path, CNNSee(**FAST), logger=False, max_epochs=1)
+    assert (tmp_path / "cnnsee" / "classes" / "step_00000000.png").is_file()
+
+
 def test_a_failing_visualization_is_reported_once_and_training_goes_on(tmp_path, monkeypatch):
-    import lightning_cnnsee.callback as callback_module
+    import lightning_cnnsee.visualize as visualize_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("activations exploded")
 
-    monkeypatch.setattr(callback_module, "capture_activations", broken)
+    monkeypatch.setattr(visualize_module, "capture_activations", broken)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer, _ = fit(tmp_path, CNNSee(**FAST), max_epochs=3)
@@ -170,35 +178,33 @@ def test_a_failing_visualization_is_reported_once_and_training_goes_on(tmp_path,
 
 
 def test_strict_mode_re_raises_the_visualization_error(tmp_path, monkeypatch):
-    import lightning_cnnsee.callback as callback_module
+    import lightning_cnnsee.visualize as visualize_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("activations exploded")
 
-    monkeypatch.setattr(callback_module, "capture_activations", broken)
+    monkeypatch.setattr(visualize_module, "capture_activations", broken)
     with pytest.raises(RuntimeError, match="activations exploded"):
         fit(tmp_path, CNNSee(strict=True, **FAST))
 
 
 def test_images_without_labels_show_predictions_only(tmp_path):
-    callback = CNNSee(ascent_steps=2, num_samples=4)
+    options = Options(ascent_steps=2, num_samples=4)
     _, val = make_loaders()
     x, _ = next(iter(val))
+    images, labels = x[:4], torch.tensor([0, 1, 2, 3])
     model = TinyClassifier()
-    callback._images = x[:4]
-    with_labels_height = None
-    rendered = callback.render(callback.compute(model))
-    no_labels = rendered["cnnsee/gradcam/features"]
-    callback._labels = torch.tensor([0, 1, 2, 3])
-    with_labels_height = callback.render(callback.compute(model))["cnnsee/gradcam/features"].shape[1]
-    assert no_labels.shape[1] < with_labels_height  # one heat-map row fewer
+    no_labels = render_results(visualize(model, images, None, options), images, None, options)
+    with_labels = render_results(visualize(model, images, labels, options), images, labels, options)
+    # one heat-map row fewer
+    assert no_labels["cnnsee/gradcam/features"].shape[1] < with_labels["cnnsee/gradcam/features"].shape[1]
 
 
 def test_images_are_denormalized_with_the_given_mean_and_std():
-    callback = CNNSee(mean=[0.5], std=[0.25], techniques=["activations"], num_samples=2)
+    options = Options(mean=[0.5], std=[0.25], techniques=["activations"], num_samples=2)
     model = TinyClassifier(in_channels=1)
-    callback._images = torch.full((2, 1, 16, 20), -2.0)  # (0 - 0.5) / 0.25: black after denormalizing
-    image = callback.render(callback.compute(model))["cnnsee/activations/features.0"]
+    images = torch.full((2, 1, 16, 20), -2.0)  # (0 - 0.5) / 0.25: black after denormalizing
+    image = render_results(visualize(model, images, None, options), images, None, options)["cnnsee/activations/features.0"]
     # the first tile of the first row is the image itself: black, not clipped white or grey
     assert float(image[:, 2:10, 2:10].max()) == 0.0
 
@@ -207,15 +213,15 @@ def test_images_are_denormalized_with_the_given_mean_and_std():
 def slow_ascent(monkeypatch):
     """Filter and class ascent that take 0.05 s per step and layer (and 0.01 s to set up), so that the patterns cost
     about 0.6 s a run: far over a budget of a few seconds when runs come every step."""
-    import lightning_cnnsee.callback as callback_module
+    import lightning_cnnsee.visualize as visualize_module
 
-    real = callback_module.filter_ascent
+    real = visualize_module.filter_ascent
 
     def slow(*args, **kwargs):
         time.sleep(0.01 + 0.05 * kwargs["steps"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(callback_module, "filter_ascent", slow)
+    monkeypatch.setattr(visualize_module, "filter_ascent", slow)
 
 
 class SlowTraining(TinyClassifier):
@@ -242,26 +248,30 @@ def test_max_overhead_counts_every_run_and_keeps_the_patterns_for_the_final_run(
     assert maps[0] == 0 and maps[-1] == 40  # the baseline and the final run always happen
     assert 3 <= len(maps) < 20  # of the 41 runs asked for, the budget let some through
     assert patterns[-1] == 40 and 0 not in patterns  # no budget at step 0; the final run's were kept room for
-    budget = callback._budget
+    budget = callback.schedule.budget
     # every run counted, the baseline, the final run and the estimate of the patterns too (0.1 s: sleep jitter)
     assert budget.spent <= 0.5 * budget.training_seconds() + 0.1
-    assert callback._deferred > 0
+    assert callback.schedule.deferred > 0
 
 
-def test_the_estimate_of_the_pattern_cost_comes_before_the_first_patterns_and_is_close(tmp_path, slow_ascent):
+def test_the_estimate_of_the_pattern_cost_comes_before_the_first_patterns_and_is_close(
+    tmp_path, slow_ascent, monkeypatch
+):
+    import lightning_cnnsee.callback as callback_module
+
     callback = CNNSee(every_n_epochs=None, every_n_steps=1, ascent_steps=4, num_samples=4, max_overhead=0.5)
     estimates = []
-    estimate = callback._estimate_patterns
+    estimate = callback_module.estimate_pattern_seconds
 
     def record(*args):
-        estimate(*args)
-        estimates.append((callback._budget.patterns_seconds, callback._runs))
+        estimates.append((estimate(*args), callback.schedule.runs))
+        return estimates[-1][0]
 
-    callback._estimate_patterns = record
+    monkeypatch.setattr(callback_module, "estimate_pattern_seconds", record)
     fit_slowly(tmp_path, callback, steps=12)
     [(estimated, runs_before)] = estimates
     assert runs_before == 0  # at the baseline, which shows the maps only
-    measured = callback._budget.patterns_seconds  # of the final run: 3 layers x (0.01 + 4 x 0.05) s of sleep
+    measured = callback.schedule.budget.patterns_seconds  # of the final run: 3 layers x (0.01 + 4 x 0.05) s of sleep
     assert measured >= 0.63
     assert 0.8 * measured <= estimated <= 1.2 * measured
 

@@ -144,6 +144,7 @@ EVERY_OPTION = {
     "seed": 11,
     "strict": True,
     "max_overhead": None,
+    "name": "every-option",
 }
 
 
@@ -167,9 +168,9 @@ def test_every_cnnsee_option_is_set_from_yaml(tmp_path, monkeypatch):
     assert set(EVERY_OPTION) == set(parameters) - {"self"}, "a new option: add a value for it here"
     assert [name for name, value in EVERY_OPTION.items() if value == parameters[name].default] == []
     [callback] = [c for c in cli_with_cnnsee(EVERY_OPTION, tmp_path, monkeypatch).trainer.callbacks if isinstance(c, CNNSee)]
-    got = {name: getattr(callback, name) for name in EVERY_OPTION}
+    got = {name: getattr(callback.options, name) for name in EVERY_OPTION}
     assert {**got, "techniques": list(got["techniques"])} == EVERY_OPTION
-    assert isinstance(callback.image_key, int) and isinstance(callback.label_key, str)
+    assert isinstance(callback.options.image_key, int) and isinstance(callback.options.label_key, str)
 
 
 @pytest.mark.parametrize(
@@ -203,9 +204,10 @@ def test_a_value_of_the_wrong_type_is_rejected_naming_the_option_and_the_value(
 @pytest.mark.parametrize(
     "option, value, message",
     [
-        ("num_samples", 0, "num_samples must be a positive number, got 0"),
-        ("cam_alpha", 2.0, r"cam_alpha must be in \[0, 1\], got 2.0"),
-        ("std", [0.5, 0.0, 0.5], r"std values must be > 0, got \[0.5, 0.0, 0.5\]"),
+        ("num_samples", 0, r"CNNSee\(num_samples=0\): must be a whole number >= 1"),
+        ("cam_alpha", 2.0, r"CNNSee\(cam_alpha=2.0\): must be a number in \[0, 1\]"),
+        ("std", [0.5, 0.0, 0.5], r"CNNSee\(std=\[0.5, 0.0, 0.5\]\): must be a non-empty list of finite numbers > 0"),
+        ("ascent_lr", float("nan"), r"CNNSee\(ascent_lr=nan\): must be a finite number > 0"),
     ],
 )
 def test_a_value_of_the_right_type_out_of_range_fails_with_cnnsees_own_message(

@@ -52,7 +52,7 @@ def test_training_is_bitwise_identical_with_callback_running_between_micro_batch
     weights_a, optimizer_a, rng_a = _fit_state(tmp_path / "a", None)
     callback = EveryBatchCNNSee(every_n_steps=1, **FAST)
     weights_b, optimizer_b, rng_b = _fit_state(tmp_path / "b", callback)
-    assert callback._runs > 0 and len(read_images(str(tmp_path / "b" / "logs" / "version_0"))) > 0
+    assert callback.schedule.runs > 0 and len(read_images(str(tmp_path / "b" / "logs" / "version_0"))) > 0
     assert weights_a.keys() == weights_b.keys()
     for name in weights_a:  # parameters and BatchNorm buffers
         assert torch.equal(weights_a[name], weights_b[name]), name
@@ -107,13 +107,28 @@ def test_configuration_errors_for_fixed_size_models_come_from_the_sanity_check(t
 @pytest.mark.parametrize(
     "options, message",
     [
-        (dict(every_n_steps=0), r"every_n_steps must be a positive number or None to turn it off, got 0"),
-        (dict(every_n_epochs=0), r"every_n_epochs must be a positive number or None to turn it off, got 0"),
-        (dict(num_samples=-2), r"num_samples must be a positive number, got -2"),
-        (dict(filters_every_n_runs=0), r"filters_every_n_runs must be a positive number, got 0"),
-        (dict(cam_method="gradcam2"), r"Unknown cam_method 'gradcam2'; valid choices: \['gradcam', 'gradcam\+\+'"),
-        (dict(parameterization="dct"), r"Unknown parameterization 'dct'; valid choices: \['fft', 'pixel'\]"),
-        (dict(filter_channels=[-1]), r"filter_channels must be a non-empty list of indices >= 0, got \[-1\]"),
+        (dict(every_n_steps=0), r"CNNSee\(every_n_steps=0\): must be a whole number >= 1.*or None to turn it off"),
+        (dict(every_n_epochs=0), r"CNNSee\(every_n_epochs=0\): must be a whole number >= 1"),
+        (dict(num_samples=-2), r"CNNSee\(num_samples=-2\): must be a whole number >= 1"),
+        (dict(num_samples=2.5), r"CNNSee\(num_samples=2\.5\): must be a whole number >= 1 \(not a float or a bool\)"),
+        (dict(num_samples=True), r"CNNSee\(num_samples=True\): must be a whole number"),
+        (dict(num_filters=1.5), r"CNNSee\(num_filters=1\.5\): must be a whole number >= 1"),
+        (dict(ascent_steps=-1), r"CNNSee\(ascent_steps=-1\): must be a whole number >= 0"),
+        (dict(filters_every_n_runs=0), r"CNNSee\(filters_every_n_runs=0\): must be a whole number >= 1"),
+        (dict(techniques="gradcam"), r"CNNSee\(techniques='gradcam'\): must be a non-empty list of .*write \['gradcam'\]"),
+        (dict(techniques=[]), r"CNNSee\(techniques=\[\]\): must be a non-empty list of \['gradcam', 'filters'"),
+        (dict(ascent_lr=float("nan")), r"CNNSee\(ascent_lr=nan\): must be a finite number > 0"),
+        (dict(max_overhead=float("inf")), r"CNNSee\(max_overhead=inf\): must be a finite number > 0, or None"),
+        (dict(cam_alpha=float("nan")), r"CNNSee\(cam_alpha=nan\): must be a number in \[0, 1\]"),
+        (dict(std=[0.5, float("nan"), 0.5]), r"CNNSee\(std=\[0\.5, nan, 0\.5\]\): must be a non-empty list of finite numbers > 0"),
+        (dict(layers="features.0"), r"CNNSee\(layers='features.0'\): must be a non-empty list of layer names.*write \['features.0'\]"),
+        (dict(strict="yes"), r"CNNSee\(strict='yes'\): must be True or False"),
+        (dict(name="gradcam"), r"CNNSee\(name='gradcam'\): must not be one of the tag kinds"),
+        (dict(name="a/b"), r"CNNSee\(name='a/b'\): must be a non-empty string of letters"),
+        (dict(cam_method="gradcam2"), r"CNNSee\(cam_method='gradcam2'\).*valid choices: \['ablationcam'|CNNSee\(cam_method='gradcam2'\).*valid choices: \['gradcam'"),
+        (dict(parameterization="dct"), r"CNNSee\(parameterization='dct'\): valid choices are \['fft', 'pixel'\]"),
+        (dict(filter_channels=[-1]), r"CNNSee\(filter_channels=\[-1\]\): must be a non-empty list of whole-number indices >= 0"),
+        (dict(classes=[1.5]), r"CNNSee\(classes=\[1\.5\]\): must be a non-empty list of whole-number indices"),
     ],
 )
 def test_bad_values_are_rejected_with_the_valid_choices(options, message):
@@ -189,7 +204,7 @@ def test_fewer_validation_images_than_num_samples_are_followed_with_a_warning(tm
     x, y = val.dataset.tensors
     val = DataLoader(TensorDataset(x[:3], y[:3]), batch_size=2)
     tags, said, callback = _tags(tmp_path, TinyClassifier(), train, val, CNNSee(num_samples=8, ascent_steps=3, max_overhead=None))
-    assert callback._images.shape[0] == 3 and _all_kinds(tags)
+    assert callback.fixed.images.shape[0] == 3 and _all_kinds(tags)
     assert any("only 3 images" in text for text in said)
 
 
@@ -200,7 +215,7 @@ def test_dict_batches_with_extra_items_work_with_image_key_and_label_key(tmp_pat
     val = DataLoader(DictDataset(x[:16], y[:16]), batch_size=8)
     callback = CNNSee(image_key="pixels", label_key="cls", **FAST)
     tags, said, callback = _tags(tmp_path, DictModel(), train, val, callback)
-    assert _all_kinds(tags) and torch.equal(callback._labels, y[:6])
+    assert _all_kinds(tags) and torch.equal(callback.fixed.labels, y[:6])
     assert not any("skipped" in text for text in said)
 
 
@@ -216,7 +231,7 @@ def test_tuple_batches_with_extra_items_use_the_first_two(tmp_path):
             return super().validation_step(batch[:2], batch_idx)
 
     tags, _, callback = _tags(tmp_path, ExtraItemsValidation(), train, val, CNNSee(**FAST))
-    assert _all_kinds(tags) and torch.equal(callback._labels, y[:6])
+    assert _all_kinds(tags) and torch.equal(callback.fixed.labels, y[:6])
 
 
 def test_models_returning_tuples_are_read_with_output_key(tmp_path):
@@ -235,14 +250,14 @@ def test_without_labels_the_heat_maps_show_the_prediction(tmp_path):
             self(batch[0])
 
     tags, said, callback = _tags(tmp_path, ImagesOnlyValidation(), train, val, CNNSee(**FAST))
-    assert callback._labels is None and _all_kinds(tags)
+    assert callback.fixed.labels is None and _all_kinds(tags)
     assert not any("skipped" in text for text in said)
 
 
 def test_without_a_validation_loader_training_images_are_used_with_a_warning(tmp_path):
     train, _ = make_loaders()
     tags, said, callback = _tags(tmp_path, TinyClassifier(), train, None, CNNSee(**FAST))
-    assert _all_kinds(tags) and torch.equal(callback._images, train.dataset.tensors[0][:6])
+    assert _all_kinds(tags) and torch.equal(callback.fixed.images, train.dataset.tensors[0][:6])
     assert any("no validation data" in text for text in said)
 
 
@@ -274,8 +289,8 @@ def test_memory_and_hooks_stay_flat_over_200_runs():
     train, _ = make_loaders()
     x, y = train.dataset.tensors
     callback = CNNSee(ascent_steps=2, num_samples=4, activation_channels=4, num_filters=2, max_classes=2)
-    callback._images, callback._labels = x[:4], y[:4]
-    callback._writers = [_NullWriter()]
+    callback.fixed.images, callback.fixed.labels = x[:4], y[:4]
+    callback.sinks = _NullWriter()
 
     class FakeTrainer:
         global_step = 0
@@ -299,8 +314,8 @@ def test_no_hook_is_left_behind_when_a_run_fails(monkeypatch):
     model = TinyClassifier()
     x, y = make_loaders()[0].dataset.tensors
     callback = CNNSee(**FAST)
-    callback._images = x[:4]
-    callback._writers = [_NullWriter()]
+    callback.fixed.images = x[:4]
+    callback.sinks = _NullWriter()
     hooks = count_hooks(model)
 
     def broken_transform(*args, **kwargs):
@@ -338,8 +353,8 @@ def test_resumed_run_keeps_the_same_images_and_schedule(tmp_path):
     resumed = CNNSee(**FAST)
     trainer = _checkpointing_trainer(tmp_path, [resumed], max_epochs=4)
     trainer.fit(TinyClassifier(), train, other_val, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
-    assert torch.equal(resumed._images, first._images)
-    assert torch.equal(resumed._labels, first._labels)
+    assert torch.equal(resumed.fixed.images, first.fixed.images)
+    assert torch.equal(resumed.fixed.labels, first.fixed.labels)
     steps_after = read_images(trainer.logger.log_dir)["cnnsee/classes"]
     assert steps_before == [0, 6, 12]
     assert steps_after == [18, 24]  # no second baseline, the schedule goes on
@@ -352,7 +367,7 @@ def test_checkpoints_load_across_runs_with_and_without_cnnsee(tmp_path):
     with_callback = CNNSee(**FAST)
     trainer = _checkpointing_trainer(tmp_path / "plain", [with_callback], max_epochs=2)
     trainer.fit(TinyClassifier(), train, val, ckpt_path=str(tmp_path / "plain" / "ckpt" / "last.ckpt"))
-    assert with_callback._images is not None and trainer.current_epoch == 2
+    assert with_callback.fixed.images is not None and trainer.current_epoch == 2
 
     trainer = _checkpointing_trainer(tmp_path / "see", [CNNSee(**FAST)], max_epochs=1)
     trainer.fit(TinyClassifier(), train, val)

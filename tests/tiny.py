@@ -7,6 +7,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_cnnsee import CNNSee
+
 NUM_CLASSES = 4
 
 
@@ -65,6 +67,18 @@ class TinyClassifier(pl.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=self.momentum)
+
+
+class RecordingCNNSee(CNNSee):
+    """CNNSee that keeps the results of its last run that produced some (on rank 0), for tests to look at."""
+
+    last_results = None
+
+    def run(self, trainer, pl_module, **kwargs):
+        results = super().run(trainer, pl_module, **kwargs)
+        if results is not None:
+            self.last_results = results
+        return results
 
 
 def make_loaders(
