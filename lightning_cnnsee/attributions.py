@@ -1,8 +1,8 @@
 """Pixel attributions: how much each input pixel counts for a class score, by seven methods, in pure PyTorch.
 
 ``attribute(model, images, method, targets)`` returns one map per image at the input's resolution (N, C, H, W). The
-gradient methods share one step, :func:`_input_gradients`: the gradient of each row's target-class score with
-respect to that row, by one forward pass and one ``torch.autograd.grad`` per batch of rows, never ``.backward()``,
+gradient methods share one step, :func:`_input_gradients`: the gradient of each input's target-class score with
+respect to that input, by one forward pass and one ``torch.autograd.grad`` per batch of inputs, never ``.backward()``,
 so no parameter's ``.grad`` is read or written. Integrated Gradients' path points and SmoothGrad's noisy copies go
 through it in large batches; Occlusion's perturbed copies go through the model in large batches under
 ``torch.inference_mode()``. The model runs in eval mode and gets each module's ``training`` flag back; guided
@@ -63,24 +63,33 @@ def _logits(model: nn.Module, inputs: Tensor, output_key: OutputKey) -> Tensor:
     return logits
 
 
-def _classes(model: nn.Module, images: Tensor, targets: Targets, output_key: OutputKey) -> Tensor:
-    """Each image's target class (N,), by :func:`resolve_targets` on one forward pass without autograd."""
+def _image_targets(model: nn.Module, images: Tensor, targets: Targets, output_key: OutputKey) -> Targets:
+    """The targets to explain in copies of the images (noisy copies, path points): for None each image's predicted
+    class, from one forward pass of the images without autograd; otherwise ``targets`` as they are."""
+    if targets is not None:
+        return targets
     with torch.inference_mode():
         logits = _logits(model, images, output_key)
-    return resolve_targets(targets, logits.clone())
+    return resolve_targets(None, logits.clone())
 
 
-def _input_gradients(model: nn.Module, rows: Tensor, targets: Targets, output_key: OutputKey) -> Tensor:
-    """``d logits[i, target_i] / d rows[i]`` for every row, by one forward pass and one ``torch.autograd.grad``.
+def _input_gradients(model: nn.Module, copies: Tensor, targets: Targets, output_key: OutputKey) -> Tensor:
+    """``d logits[k, n, target_n] / d copies[k, n]`` for K copies of N images (K, N, C, H, W): one forward pass of
+    the K * N rows and one ``torch.autograd.grad``. Each method cuts its work into such batches of copies.
 
-    ``targets``: None (each row's predicted class), an int, or one class per row. The rows are the callers' batch:
-    each method cuts its work into batches of rows and calls this once per batch.
+    ``targets``: None (each row's predicted class), an int, or one class per image, resolved and checked by
+    :func:`resolve_targets` on the logits of the first copy.
     """
-    rows = rows.detach().requires_grad_(True)
+    count, batch = copies.shape[:2]
+    rows = copies.flatten(0, 1).detach().requires_grad_(True)
     logits = _logits(model, rows, output_key)
-    score = logits.gather(1, resolve_targets(targets, logits)[:, None]).sum()
+    if targets is None:
+        classes = resolve_targets(None, logits)
+    else:
+        classes = resolve_targets(targets, logits[:batch]).repeat(count)
+    score = logits.gather(1, classes[:, None]).sum()
     (gradient,) = torch.autograd.grad(score, rows)
-    return gradient
+    return gradient.view(copies.shape)
 
 
 def _baselines(baselines: float | Tensor | None, images: Tensor) -> Tensor:
@@ -213,13 +222,13 @@ def _window_masks(shape: torch.Size, window: tuple[int, ...], strides: tuple[int
 
 def _saliency(model: nn.Module, images: Tensor, targets: Targets, output_key: OutputKey, *, abs: bool = True) -> Tensor:
     """Saliency (Simonyan et al., 2014): ``|d y_c / d x|`` (the signed gradient with ``abs=False``)."""
-    gradient = _input_gradients(model, images, targets, output_key)
+    gradient = _input_gradients(model, images[None], targets, output_key)[0]
     return gradient.abs() if abs else gradient
 
 
 def _input_x_gradient(model: nn.Module, images: Tensor, targets: Targets, output_key: OutputKey) -> Tensor:
     """Input x gradient (Shrikumar et al., 2016): ``x * d y_c / d x``."""
-    return images * _input_gradients(model, images, targets, output_key)
+    return images * _input_gradients(model, images[None], targets, output_key)[0]
 
 
 def _smoothgrad(
@@ -245,18 +254,17 @@ def _smoothgrad(
         raise ValueError(f"stdevs must be a non-negative number, got {stdevs!r}.")
     batch = len(images)
     per_pass = min(nt_samples, _per_pass(nt_samples_batch_size, batch, "nt_samples_batch_size"))
-    classes = _classes(model, images, targets, output_key)
+    classes = _image_targets(model, images, targets, output_key)
     total = torch.zeros_like(images)
     total_of_squares = torch.zeros_like(images)
     # The noise is drawn as Captum draws it (per batch of samples, image-major, in the default dtype), so the same
     # seed and the same nt_samples_batch_size give the same noise.
     for samples in [per_pass] * (nt_samples // per_pass) + [nt_samples % per_pass] * bool(nt_samples % per_pass):
-        noise = torch.randn((batch * samples, *images.shape[1:]), device=images.device) * float(stdevs)
-        rows = images.repeat_interleave(samples, dim=0) + noise
-        saliency = _input_gradients(model, rows, classes.repeat_interleave(samples), output_key)
-        saliency = (saliency.abs() if abs else saliency).view(batch, samples, *images.shape[1:])
-        total += saliency.sum(dim=1)
-        total_of_squares += saliency.pow(2).sum(dim=1)
+        noise = torch.randn((batch, samples, *images.shape[1:]), device=images.device) * float(stdevs)
+        saliency = _input_gradients(model, images + noise.transpose(0, 1), classes, output_key)
+        saliency = saliency.abs() if abs else saliency
+        total += saliency.sum(dim=0)
+        total_of_squares += saliency.pow(2).sum(dim=0)
     mean, mean_of_squares = total / nt_samples, total_of_squares / nt_samples
     return {"smoothgrad": mean, "smoothgrad_sq": mean_of_squares, "vargrad": mean_of_squares - mean * mean}[nt_type]
 
@@ -280,14 +288,12 @@ def _integrated_gradients(
     steps_per_pass = max(1, _per_pass(internal_batch_size, 1, "internal_batch_size") // batch)  # as Captum
     baselines = _baselines(baselines, images)
     difference = images - baselines
-    classes = _classes(model, images, targets, output_key)
+    classes = _image_targets(model, images, targets, output_key)
     alphas = alphas.to(images.device, images.dtype).view(-1, 1, 1, 1, 1)
     weights = weights.to(images.device, torch.float32).to(images.dtype).view(-1, 1, 1, 1, 1)  # float32 as Captum
     total = torch.zeros_like(images)
     for steps in _batches(n_steps, steps_per_pass):
-        rows = (baselines + alphas[steps] * difference).flatten(0, 1)  # step-major, as Captum
-        count = steps.stop - steps.start
-        gradients = _input_gradients(model, rows, classes.repeat(count), output_key).view(count, *images.shape)
+        gradients = _input_gradients(model, baselines + alphas[steps] * difference, classes, output_key)
         total += (gradients * weights[steps]).sum(dim=0)
     return total * difference
 
@@ -337,7 +343,7 @@ def _guided_backprop(model: nn.Module, images: Tensor, targets: Targets, output_
     """Guided backpropagation (Springenberg et al., 2015): ``d y_c / d x`` with every ``nn.ReLU`` module passing back
     only the positive part of its gradient. ReLUs called as functions (``F.relu``) are not guided, as in Captum."""
     with _guided_relus(model):
-        return _input_gradients(model, images, targets, output_key)
+        return _input_gradients(model, images[None], targets, output_key)[0]
 
 
 def _guided_gradcam(

@@ -165,10 +165,13 @@ def test_integrated_gradients_runs_whole_steps_in_large_batches(images: torch.Te
     handle = model.conv1.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
     try:
         attribute(model, images, "integrated_gradients", TARGETS)  # 50 steps of 3 images
-        assert sizes == [3] + [ROWS_PER_PASS // 3 * 3] * 2 + [150 - 2 * (ROWS_PER_PASS // 3 * 3)]
+        assert sizes == [ROWS_PER_PASS // 3 * 3] * 2 + [150 - 2 * (ROWS_PER_PASS // 3 * 3)]
         sizes.clear()
         attribute(model, images, "integrated_gradients", TARGETS, n_steps=10, internal_batch_size=7)
-        assert sizes == [3] + [6] * 5  # two steps of three images per pass, as Captum's internal batching
+        assert sizes == [6] * 5  # two steps of three images per pass, as Captum's internal batching
+        sizes.clear()
+        attribute(model, images, "integrated_gradients", n_steps=10, internal_batch_size=7)
+        assert sizes == [3] + [6] * 5  # the predicted classes come from one pass over the images
     finally:
         handle.remove()
 
@@ -449,15 +452,23 @@ def test_a_missing_required_option_is_named(method: str, option: str, images: to
         ("occlusion", {"sliding_window_shapes": 4}, "sliding_window_shapes must be"),
         ("occlusion", {"sliding_window_shapes": (3, 4, 4), "perturbations_per_eval": 0}, "perturbations_per_eval"),
         ("guided_gradcam", {"layer": "conv9"}, "'conv9'"),
-        ("saliency", {}, "out of range"),
     ],
 )
 def test_bad_option_values_are_refused_with_the_value(method, options, match, images, model_untouched) -> None:
     model = make_cnn()
-    targets = 9 if method == "saliency" else TARGETS
     with model_untouched(model):
         with pytest.raises(ValueError, match=match):
-            attribute(model, images, method, targets, **options)
+            attribute(model, images, method, TARGETS, **options)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_targets_out_of_range_or_miscounted_are_refused(method: str, images: torch.Tensor, model_untouched) -> None:
+    model = make_cnn()
+    options = REQUIRED.get(method, {})
+    with model_untouched(model):
+        for targets, match in ((4, "out of range"), ([0, 9, 1], r"\[0, 9, 1\] out of range"), ([0, 1], "2 entries")):
+            with pytest.raises(ValueError, match=match):
+                attribute(model, images, method, targets, **options)
 
 
 def test_images_must_be_a_float_batch_of_maps() -> None:
