@@ -141,7 +141,7 @@ def faithfulness(
     *,
     steps: int = 20,
     baseline: float | Tensor | None = None,
-    batch_size: int = 64,
+    batch_size: int = 32,
     output_key: OutputKey = None,
 ) -> dict[str, Tensor]:
     """Per-image faithfulness of ``maps`` to ``model``: Average Drop, Increase in Confidence, deletion and insertion.
@@ -172,7 +172,8 @@ def faithfulness(
         baseline: what deleted pixels become: ``None`` for zeros, a number, or a tensor broadcastable to ``images``
             (a per-channel mean (C, 1, 1), a blurred copy of the images, ...).
         batch_size: inputs per forward pass; all the perturbed inputs (``2 * steps`` or fewer per image) are cut
-            into such batches, whatever image they come from.
+            into such batches, whatever image they come from. 32 is torchcam's default and close to the fastest per
+            image for ResNet-18 on a CPU core (16-32; 64 is 10% slower there); a GPU usually gains from larger ones.
         output_key: where the logits are when the model returns a tuple or dict (see :func:`select_output`).
 
     Returns:
@@ -302,7 +303,7 @@ def random_faithfulness(
     seed: int = 0,
     steps: int = 20,
     baseline: float | Tensor | None = None,
-    batch_size: int = 64,
+    batch_size: int = 32,
     output_key: OutputKey = None,
 ) -> dict[str, Tensor]:
     """:func:`faithfulness` of :func:`random_maps`: the reference line that a map which explains the model must beat.
