@@ -1,7 +1,7 @@
 """Filter ascent: our ``filter_ascent`` against lucent's per-channel ``render_vis`` loop, and the activation it reaches
 against steps and learning rate.
 
-    python benchmarks/ascent.py [--threads N] [--repeats N] [--parts compare curve] [--plot PATH]
+    python benchmarks/ascent.py [--threads N] [--repeats N] [--parts compare curve diversity] [--plot PATH]
 
 Part ``compare`` (from the issue): 8 channels of ResNet-18's ``layer2`` (random weights, seeded, eval mode), 64x64
 images, 48 steps, ImageNet normalization for both.
@@ -30,6 +30,13 @@ on 4096 images (no CNNSee; 3 epochs on 2048 images leave it at chance with the o
 parameter after each step): ``filter_ascent`` draws the same random transformations in the same order whatever
 ``steps`` is, so the state after k steps of that run is what ``steps=k`` returns. The script checks this on one
 case against a separate ``steps=k`` call. The plot goes to ``docs/images/ascent_curve.png``.
+
+Part ``diversity`` (not run by default; it trains the shapes model too): ``filter_ascent(..., num_diverse=3,
+diversity_weight=w)`` for w in 0, 1, 3, 10 on ResNet-18 ``layer2`` and ``layer3`` (4 channels, 48x48, 32 steps) and
+the shapes model's ``features.15`` and ``classifier`` (6 channels, 48 steps), lr 0.4. For each: how alike a
+channel's three images look to the layer (mean cosine similarity of their Gram matrices over the pairs, by this
+script's own hook), their mean pixel distance, and their mean activation over that of one image per channel
+(``num_diverse=1``). ``DIVERSITY_WEIGHT`` in ``lightning_cnnsee/ascent.py`` comes from this table.
 """
 
 from __future__ import annotations
@@ -65,12 +72,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # --------------------------------------------------------------------------------------------- measuring
-def mean_activation(model: torch.nn.Module, layer: str, channels: Sequence[int], images: torch.Tensor,
-                    mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Each image's own channel, averaged over space, at ``layer``: eval mode, ``(image - mean) / std``, no grad.
-
-    Written here on purpose (not the package's hooks): the same yardstick for our images and lucent's.
-    """
+def layer_output(model: torch.nn.Module, layer: str, images: torch.Tensor, mean: Sequence[float],
+                 std: Sequence[float]) -> torch.Tensor:
+    """``layer``'s whole output on the images, eval mode, ``(image - mean) / std``, no grad (this script's hook)."""
     module = dict(model.named_modules())[layer]
     seen: list[torch.Tensor] = []
     handle = module.register_forward_hook(lambda _m, _i, output: seen.append(output.detach().clone()))
@@ -78,13 +82,20 @@ def mean_activation(model: torch.nn.Module, layer: str, channels: Sequence[int],
     try:
         model.eval()
         with torch.no_grad():
-            mean_t = torch.tensor(mean)[None, :, None, None]
-            std_t = torch.tensor(std)[None, :, None, None]
-            model((images.float() - mean_t) / std_t)
+            model((images.float() - torch.tensor(mean)[None, :, None, None]) / torch.tensor(std)[None, :, None, None])
     finally:
         handle.remove()
         model.train(was_training)
-    output = seen[0]
+    return seen[0]
+
+
+def mean_activation(model: torch.nn.Module, layer: str, channels: Sequence[int], images: torch.Tensor,
+                    mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Each image's own channel, averaged over space, at ``layer``: eval mode, ``(image - mean) / std``, no grad.
+
+    Written here on purpose (not the package's hooks): the same yardstick for our images and lucent's.
+    """
+    output = layer_output(model, layer, images, mean, std)
     picked = output[torch.arange(output.shape[0]), torch.tensor(list(channels))]
     return picked.reshape(picked.shape[0], -1).mean(dim=1)
 
@@ -446,10 +457,54 @@ def draw_before_after(model: torch.nn.Module, path: str) -> list[str]:
     return lines
 
 
+# ------------------------------------------------------------------------------------------- diversity
+DIVERSITY_WEIGHTS = [0.0, 1.0, 3.0, 10.0]
+
+
+def diversity(args: argparse.Namespace) -> list[str]:
+    import torchvision
+
+    from lightning_cnnsee import filter_ascent
+    from lightning_cnnsee.ascent import DIVERSITY_WEIGHT
+    from lightning_cnnsee.data import MEAN, STD
+
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet18(weights=None).eval()
+    shapes, accuracy, _ = train_shapes_model()
+    panels = [
+        ("ResNet-18 layer2", resnet, "layer2", 4, 32, IMAGENET_MEAN, IMAGENET_STD),
+        ("ResNet-18 layer3", resnet, "layer3", 4, 32, IMAGENET_MEAN, IMAGENET_STD),
+        ("shapes features.15", shapes, "features.15", 6, 48, MEAN, STD),
+        ("shapes classifier", shapes, "classifier", 6, 48, MEAN, STD),
+    ]
+    print(f"== diversity: num_diverse=3 against the diversity weight (shapes model val acc {accuracy:.3f})")
+    rows, kept = [], {w: [] for w in DIVERSITY_WEIGHTS}
+    for title, model, layer, count, steps, mean, std in panels:
+        channels = list(range(count))
+        single = filter_ascent(model, layer, channels, (3, 48, 48), steps=steps, mean=mean, std=std)
+        for weight in DIVERSITY_WEIGHTS:
+            found = filter_ascent(model, layer, channels, (3, 48, 48), steps=steps, mean=mean, std=std,
+                                  num_diverse=3, diversity_weight=weight)
+            output = layer_output(model, layer, found.images, mean, std).float()
+            flat = output.reshape(len(found.channels), output.shape[1], -1)
+            grams = torch.nn.functional.normalize((flat @ flat.transpose(1, 2)).flatten(1), dim=1)
+            grams = grams.reshape(count, 3, -1)
+            similarity = float(((grams @ grams.transpose(1, 2)).sum(dim=(1, 2)) - 3).mean() / 6)
+            pixels = found.images.reshape(count, 3, -1)
+            distance = float(torch.cdist(pixels, pixels).sum(dim=(1, 2)).mean() / 6)
+            activation = float(found.activations.mean() / single.activations.mean())
+            kept[weight].append(activation)
+            rows.append([title, f"{weight:g}", f"{similarity:.3f}", f"{distance:.1f}", f"{activation:.2f}"])
+    print(_common.table(["panel", "weight", "Gram similarity", "pixel distance", "activation / one image"], rows))
+    print()
+    return [f"diversity weight {w:g}: activation / one image {min(v):.2f}-{max(v):.2f}"
+            + (" (the default)" if w == DIVERSITY_WEIGHT else "") for w, v in kept.items()]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     _common.add_common_arguments(parser, repeats=2)
-    parser.add_argument("--parts", nargs="+", choices=["compare", "curve"], default=["compare", "curve"])
+    parser.add_argument("--parts", nargs="+", choices=["compare", "curve", "diversity"], default=["compare", "curve"])
     parser.add_argument("--plot", default=os.path.join(ROOT, "docs", "images", "ascent_curve.png"),
                         help="where the curve's PNG goes (default docs/images/ascent_curve.png)")
     args = parser.parse_args()
@@ -464,6 +519,8 @@ def main() -> int:
         summary += compare(args)
     if "curve" in args.parts:
         summary += curve(args)
+    if "diversity" in args.parts:
+        summary += diversity(args)
     _common.print_summary(summary, started)
     return 0
 

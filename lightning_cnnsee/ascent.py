@@ -44,10 +44,10 @@ from lightning_cnnsee.layers import OutputKey
 from lightning_cnnsee.objectives import Objective, _ObjectiveBatch, channel, diversity, forward_to
 
 PARAMETERIZATIONS = ("fft", "pixel")
-# Measured with num_diverse=3, 4-6 channels, 32-48 steps at lr 0.4: weight 3 keeps 0.94-0.97 of the mean activation
-# of images made without the term on ResNet-18 (random weights) layer2 and layer3 and on the trained demo model's
-# features.15 and classifier, where it lowers the mean Gram similarity of a channel's images from 0.99 to 0.82-0.88;
-# weight 1 hardly changes the similarity (0.95-1.00), weight 10 keeps only 0.68-0.83 of the activation.
+# From `benchmarks/ascent.py --parts diversity` (num_diverse=3, lr 0.4): weight 3 keeps 0.98-1.03 of the mean activation
+# of one image per channel on ResNet-18 (random weights) layer2 and layer3 and on the trained demo model's features.15
+# and classifier, and lowers the mean Gram similarity of a channel's images from 0.98-1.00 to 0.95-0.97 (ResNet) and
+# 0.82-0.88 (demo); weight 10 lowers it to 0.51-0.92 but keeps only 0.85-0.99 of the activation.
 DIVERSITY_WEIGHT = 3.0
 
 # Square root of the colour correlation of natural images (ImageNet), as used by lucent and Lucid.
@@ -221,9 +221,10 @@ def filter_ascent(
         num_diverse: images per channel. Above 1, each channel's images start from different random images and
             are optimized together under ``objective(c) + diversity_weight * diversity(layer)``, so that they show
             different things the channel responds to (Lucid's diversity).
-        diversity_weight: the weight of the diversity term when ``num_diverse > 1``. The default gives clearly
-            different images that still reach most of the activation of images made alone, on the models of the
-            tests; a channel whose activations are much larger than 1 needs a larger weight.
+        diversity_weight: the weight of the diversity term when ``num_diverse > 1``. The default keeps the
+            activation that one image per channel reaches, on channels whose activations are from about 1 to 80;
+            much smaller activations need a smaller weight (the term would win over the channel), and a larger
+            weight makes the images less alike at some cost in activation (``benchmarks/ascent.py``).
 
     Returns:
         An :class:`AscentResult` with ``.images`` (K * num_diverse, C, H, W) in [0, 1], channel-major (the
