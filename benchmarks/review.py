@@ -22,7 +22,7 @@ written under ``--workdir`` (default: a new folder in the system's temporary fol
 ``--keep``.
 
     python benchmarks/review.py                 # ~4 min: writes ~420 MB of logs and a ~570 MB report
-    python benchmarks/review.py --size small    # ~15 s
+    python benchmarks/review.py --size small    # ~30 s
 """
 
 from __future__ import annotations
