@@ -14,10 +14,10 @@ and its ``run`` method, every CNNSee run. Ratios are per round (with_i / without
 time with / without <= 1.05, peak memory with / without <= 1.1.
 
 Part ``breakdown``: the demo model after 2 epochs on 2048 images (no CNNSee), 8 fixed validation images, and the
-callback's own pieces called directly: ``CNNSee(..., techniques=[one]).compute(model)`` for each technique (and
-for each filter layer alone), ``render(results)`` and writing the rendered images with
-``TensorBoardImageWriter`` (what CNNSee writes into a TensorBoardLogger with). The first ``compute`` of a fresh
-callback (layer probing, one-off kernel set-up) is shown apart. Then the ascent (filters + classes) at fewer steps and a higher learning rate, to size the proposals.
+callback's own pieces called directly: ``visualize(model, images, labels, Options(..., techniques=[one]))`` for each
+technique (and for each filter layer alone), ``render_results(results, ...)`` and writing the rendered images with
+``TensorBoardImageWriter`` (what CNNSee writes into a TensorBoardLogger with). The first ``visualize`` (layer probing,
+one-off kernel set-up) is shown apart. Then the ascent (filters + classes) at fewer steps and a higher learning rate, to size the proposals.
 """
 
 from __future__ import annotations
@@ -218,9 +218,12 @@ def breakdown(args: argparse.Namespace, training_seconds: float | None) -> list[
     import torch
     from torch.utils.tensorboard import SummaryWriter
 
-    from lightning_cnnsee import CNNSee
     from lightning_cnnsee.data import CLASS_NAMES, MEAN, STD
     from lightning_cnnsee.demo import ShapesDataModule, run_demo
+    from lightning_cnnsee.options import Options
+    from lightning_cnnsee.render import render_results
+    from lightning_cnnsee.selection import choose_layers
+    from lightning_cnnsee.visualize import visualize
     from lightning_cnnsee.writers import TensorBoardImageWriter
 
     _quiet_lightning()
@@ -233,17 +236,28 @@ def breakdown(args: argparse.Namespace, training_seconds: float | None) -> list[
     batch = next(iter(data.val_dataloader()))
     quiet = contextlib.redirect_stderr(open(os.devnull, "w"))
 
-    def callback(**options) -> CNNSee:
-        made = CNNSee(mean=MEAN, std=STD, class_names=CLASS_NAMES, **options)
-        made.on_validation_batch_end(trainer, model, None, batch, 0)  # collects the 8 fixed images
-        return made
+    images, labels = batch[0][:8], batch[1][:8]  # the 8 fixed images
 
-    full = callback()
+    class Made:
+        """One configuration: its options and its layers, chosen once (as the callback does at setup)."""
+
+        def __init__(self, **options) -> None:
+            self.options = Options(mean=MEAN, std=STD, class_names=CLASS_NAMES, **options)
+            self.choice = choose_layers(model, images[:1], self.options)
+
+        def compute(self, model):
+            return visualize(model, images, labels, self.options, choice=self.choice)
+
+        def render(self, results):
+            return render_results(results, images, labels, self.options)
+
+    callback = Made
     started = time.perf_counter()
+    full = callback()
     with quiet:
         full_results = full.compute(model)
     cold = time.perf_counter() - started
-    layers = list(full.resolve_layers(model, batch[0][:1]).features)
+    layers = list(full.choice.filters)
     log_folder = tempfile.mkdtemp()
     summary_writer = SummaryWriter(log_folder)
     writer = TensorBoardImageWriter(summary_writer)  # what CNNSee writes with into a TensorBoardLogger
@@ -284,7 +298,7 @@ def breakdown(args: argparse.Namespace, training_seconds: float | None) -> list[
         "whole: log"]
 
     print(f"== breakdown: one CNNSee run on the demo model after 2 epochs (8 images 3x48x48; filters on {layers}, "
-          f"8 channels each; 6 classes; ascent_steps={full.ascent_steps}, ascent_lr={full.ascent_lr:g}); torch "
+          f"8 channels each; 6 classes; ascent_steps={full.options.ascent_steps}, ascent_lr={full.options.ascent_lr:g}); torch "
           f"threads {torch.get_num_threads()}; ms, median [min-max] of {len(times['whole: render'])} interleaved "
           "rounds")
     rows = []

@@ -17,11 +17,15 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 import torchvision
-from pytorch_lightning.cli import LightningCLI
+try:  # `pip install lightning` (import lightning as L), or the standalone pytorch-lightning package
+    import lightning.pytorch as pl
+    from lightning.pytorch.cli import LightningCLI
+except ImportError:
+    import pytorch_lightning as pl
+    from pytorch_lightning.cli import LightningCLI
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 

@@ -17,7 +17,10 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 
-from pytorch_lightning.cli import LightningCLI
+try:  # `pip install lightning` (import lightning as L), or the standalone pytorch-lightning package
+    from lightning.pytorch.cli import LightningCLI
+except ImportError:
+    from pytorch_lightning.cli import LightningCLI
 
 from lightning_cnnsee.demo import ShapesClassifier, ShapesDataModule
 

@@ -44,10 +44,8 @@ from lightning_cnnsee.layers import OutputKey
 from lightning_cnnsee.objectives import Objective, _ObjectiveBatch, channel, diversity, forward_to
 
 PARAMETERIZATIONS = ("fft", "pixel")
-# From `benchmarks/ascent.py --parts diversity` (num_diverse=3, lr 0.4): weight 3 keeps 0.98-1.03 of the mean activation
-# of one image per channel on ResNet-18 (random weights) layer2 and layer3 and on the trained demo model's features.15
-# and classifier, and lowers the mean Gram similarity of a channel's images from 0.98-1.00 to 0.95-0.97 (ResNet) and
-# 0.82-0.88 (demo); weight 10 lowers it to 0.51-0.92 but keeps only 0.85-0.99 of the activation.
+# The weight of the diversity term with num_diverse > 1: chosen with `benchmarks/ascent.py --parts diversity` (the
+# figures are in benchmarks/README.md): images of one channel differ clearly and keep nearly all of its activation.
 DIVERSITY_WEIGHT = 3.0
 
 # Square root of the colour correlation of natural images (ImageNet), as used by lucent and Lucid.
@@ -135,7 +133,7 @@ def make_parameterization(
     def to_image(param: Tensor) -> Tensor:
         linear = to_linear(param)
         if channels == 3:
-            # (3, 3) @ (K, 3, H*W): a batched matmul, 10 times faster than the same einsum on the CPU
+            # (3, 3) @ (K, 3, H*W): a batched matmul, much faster than the same einsum on the CPU
             linear = (_COLOR_CORRELATION.to(linear.device) @ linear.flatten(2)).view_as(linear)
         return torch.sigmoid(linear)
 
@@ -205,9 +203,8 @@ def filter_ascent(
             With ``objective``, the layer whose Gram matrices the diversity term compares (and ``result.layer``).
         channels: K channel (or class) indices, optimized together as one batch.
         input_shape: (C, H, W) of one input image.
-        steps: Adam steps. The defaults come from the curve of activation reached against steps and learning rate
-            in ``benchmarks/ascent.py``: lr 0.4 leads from 16 to 64 steps, and 48 steps reach 0.95 to 1.06 of what
-            64 steps at lr 0.2 reach, at three quarters of the cost.
+        steps: Adam steps. The defaults (48 steps at lr 0.4) come from the curve of activation reached against steps
+            and learning rate in ``benchmarks/ascent.py`` (figures in ``benchmarks/README.md``).
         lr: Adam learning rate.
         seed: base seed; image ``i`` of channel ``c`` draws from its own generator seeded from ``(seed, c, i)``.
         mean, std: per-channel input normalization; the [0, 1] image ``x`` is fed as ``(x - mean) / std``.

@@ -220,10 +220,17 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
 
     @override
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        if not self.fixed.shared and not _validation_runs(trainer, pl_module):
-            rank_zero_warn(trainer, "CNNSee: no validation data (no val_dataloaders, or limit_val_batches=0); "
-                           f"following the first {self.options.num_samples} training images instead.")
-            self._collect(trainer, batch, "training")
+        if not self.fixed.shared:
+            if _validation_runs(trainer, pl_module):  # no sanity check: read the first validation batches now
+                with preserved_random_state():
+                    for val_batch in _first_loader(trainer.val_dataloaders):
+                        self._collect(trainer, val_batch, "validation")
+                        if self.fixed.frozen:
+                            break
+            else:
+                rank_zero_warn(trainer, "CNNSee: no validation data (no val_dataloaders, or limit_val_batches=0); "
+                               f"following the first {self.options.num_samples} training images instead.")
+                self._collect(trainer, batch, "training")
             self._share(trainer, pl_module)
         if trainer.global_step == 0 and self.schedule.runs == 0:
             self._maybe_run(trainer, pl_module, "baseline")
@@ -369,18 +376,27 @@ def _validation_runs(trainer: Any, pl_module: Any) -> bool:
     return sum(trainer.num_val_batches) > 0
 
 
+def _first_loader(loaders: Any) -> Any:
+    """The first validation loader of ``trainer.val_dataloaders`` (a loader, or a list or dict of them)."""
+    if isinstance(loaders, dict):
+        return next(iter(loaders.values()), [])
+    if isinstance(loaders, (list, tuple)):
+        return loaders[0] if loaders else []
+    return loaders
+
+
 def _default_name(callback: CNNSee, callbacks: Sequence[Any]) -> str | None:
-    """None for the only CNNSee of a trainer; with several, the options that set this one apart from the others
-    (``cam_method-layercam``), or its position among them when another has the same options."""
-    instances = [c for c in callbacks if isinstance(c, CNNSee)]
+    """None for the only unnamed CNNSee of a trainer; with several unnamed, the options that set this one apart from
+    the others (``cam_method-layercam``), or its position among them when another has the same options."""
+    unnamed = [c for c in callbacks if isinstance(c, CNNSee) and c.options.name is None]
+    if len(unnamed) < 2:
+        return None
     differing: dict[str, Any] = {}
-    for other in instances:
+    for other in unnamed:
         if other is not callback:
             differing.update(callback.options.differing(other.options))
-    if len(instances) < 2:
-        return None
     if not differing:
-        return f"cnnsee{instances.index(callback)}"
+        return f"cnnsee{unnamed.index(callback)}"
     parts = [f"{option}-{'-'.join(map(str, value)) if isinstance(value, (list, tuple)) else value}"
              for option, value in differing.items()]
     return safe_path_part("_".join(parts))[:60]

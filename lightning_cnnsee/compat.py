@@ -45,6 +45,9 @@ if not NAMESPACES:
         "work without it."
     )
 
+#: The namespace the package's own Lightning code uses (the demo): ``lightning.pytorch`` where it is installed.
+lightning: ModuleType = next(iter(NAMESPACES.values()))
+
 #: ``Callback`` of each installed namespace: CNNSee subclasses them all.
 CALLBACK_BASES: tuple[type, ...] = tuple(module.Callback for module in NAMESPACES.values())
 

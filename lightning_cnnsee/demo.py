@@ -23,13 +23,12 @@ import sys
 import warnings
 from typing import TYPE_CHECKING, Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from lightning_cnnsee.compat import lightning as pl
 from lightning_cnnsee.data import CLASS_NAMES, MEAN, STD, ShapesDataset
 
 if TYPE_CHECKING:
@@ -211,7 +210,7 @@ def run_demo(
         max_epochs=max_epochs,
         accelerator=accelerator,
         devices=1,
-        logger=TensorBoardLogger(logdir, name="demo", default_hp_metric=False),
+        logger=pl.loggers.TensorBoardLogger(logdir, name="demo", default_hp_metric=False),
         callbacks=[callback],
         # CUDA has no deterministic backward for adaptive pooling; "warn" keeps a GPU run going.
         deterministic=True if accelerator == "cpu" else "warn",

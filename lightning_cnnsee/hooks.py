@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from lightning_cnnsee.layers import resolve_layer_names
+from lightning_cnnsee.layers import named_layers, plain_name, resolve_layer_names
 
 
 class StopForward(Exception):
@@ -36,8 +36,8 @@ class StopForward(Exception):
 def get_modules(model: nn.Module, names: Sequence[str]) -> dict[str, nn.Module]:
     """Return ``{name: module}`` for names of ``model.named_modules()``; raises ``ValueError`` naming close matches."""
     resolve_layer_names(model, names)
-    modules = dict(model.named_modules())
-    return {name: modules[name] for name in names}
+    layers = named_layers(model)
+    return {name: layers[plain_name(name)] for name in names}
 
 
 @contextlib.contextmanager

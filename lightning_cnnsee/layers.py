@@ -26,13 +26,41 @@ from torch import nn
 OutputKey = int | str | None
 
 
+COMPILED_PART = "_orig_mod"
+
+
+def plain_name(name: str) -> str:
+    """A layer name without the ``_orig_mod`` part that ``torch.compile`` inserts (``net._orig_mod.3`` -> ``net.3``)."""
+    return ".".join(part for part in name.split(".") if part != COMPILED_PART)
+
+
+def named_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """``{name: module}`` for every submodule, by the names the model was written with: a ``torch.compile``-d
+    module's layers appear once, without ``_orig_mod`` (``net.3``, not ``net._orig_mod.3``)."""
+    layers: dict[str, nn.Module] = {}
+    for name, module in model.named_modules():
+        plain = plain_name(name)
+        if plain and plain not in layers:
+            layers[plain] = module
+    return layers
+
+
+def find_layer(model: nn.Module, name: str) -> nn.Module | None:
+    """The submodule called ``name`` (with or without ``torch.compile``'s ``_orig_mod``), or ``None``."""
+    return named_layers(model).get(plain_name(name))
+
+
 def resolve_layer_names(model: nn.Module, names: Sequence[str]) -> list[str]:
-    """Check that every name is a layer of ``model``; raise ``ValueError`` listing the closest real names."""
+    """Check that every name is a layer of ``model``; raise ``ValueError`` listing the closest real names.
+
+    A ``torch.compile``-d submodule's layers answer to their names with or without ``_orig_mod``.
+    """
     if isinstance(names, str):
         raise TypeError(f"layer names must be a list of strings, got the string {names!r}; write [{names!r}]")
-    known = [name for name, _ in model.named_modules() if name]
+    layers = named_layers(model)
+    known = list(layers)
     for name in names:
-        if name not in known:
+        if plain_name(str(name)) not in layers:
             close = difflib.get_close_matches(str(name), known, n=5, cutoff=0.3)
             hint = f" Closest layer names: {close}." if close else ""
             sample = known[:20]
@@ -109,9 +137,8 @@ def trace_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.
         return hook
 
     try:
-        for name, module in model.named_modules():
-            if name:
-                handles.append(module.register_forward_hook(make_hook(name)))
+        for name, module in named_layers(model).items():
+            handles.append(module.register_forward_hook(make_hook(name)))
         with torch.no_grad():
             final = model(example)
     finally:

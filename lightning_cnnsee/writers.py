@@ -58,9 +58,9 @@ class ImageWriter(Protocol):
     def add_scalar(self, tag: str, scalar_value: float, global_step: int) -> object: ...
 
 
-#: zlib level and strategy of every PNG CNNSee writes: level 1 with run-length matching (``Z_RLE``) encodes an
-#: activation grid (402x852) in 9 ms where TensorBoard's ``add_image`` (Lanczos resampling at scale 1, level 6, the
-#: default strategy) takes 55, and the file is 5% smaller: CNNSee's grids are mostly flat tiles and borders.
+#: zlib level and strategy of every PNG CNNSee writes: level 1 with run-length matching (``Z_RLE``) is several times
+#: faster than TensorBoard's ``add_image`` (Lanczos resampling at scale 1, level 6) and makes smaller files, as
+#: CNNSee's grids are mostly flat tiles and borders (figures: ``benchmarks/README.md``).
 PNG_COMPRESS_LEVEL = 1
 PNG_STRATEGY = zlib.Z_RLE
 
@@ -155,7 +155,7 @@ def use_fast_checksums(summary_writer: Any) -> bool:
     """Make the event file of a ``torch.utils.tensorboard.SummaryWriter`` checksum its records in C.
 
     TensorBoard's ``RecordWriter`` computes each record's CRC-32C in pure Python, on its writer thread but holding
-    the GIL: 15 ms for a 130 KB PNG, three times what encoding it costs, taken from training. This replaces the
+    the GIL: more than encoding the image costs, taken from training (``benchmarks/README.md``). This replaces the
     ``write`` of that one writer's ``RecordWriter`` (the same bytes, the same checksums, by ``google-crc32c``). Returns
     whether it could; a writer of another shape, or ``google-crc32c`` without its C extension, is left as it is.
     """

@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pytorch_lightning.cli import LightningCLI
+import importlib
+
+from lightning_cnnsee.compat import lightning
+
+LightningCLI = importlib.import_module(lightning.__name__ + ".cli").LightningCLI  # the namespace the examples pick
 
 from lightning_cnnsee import CNNSee
 from lightning_cnnsee.data import CLASS_NAMES, MEAN, STD
