@@ -10,7 +10,8 @@ backprop adds forward hooks to its ``nn.ReLU`` modules for the duration of the c
 
 Options carry Captum's names and defaults (``captum.attr.Saliency``, ``IntegratedGradients``, ``NoiseTunnel``,
 ``Occlusion``, ``GuidedBackprop``, ``GuidedGradCam``), and the results equal Captum's at the same options
-(``tests/test_attributions.py``), so switching between the two is a matter of renaming.
+(``tests/test_attributions.py``), so switching between the two is a matter of renaming. The batching options
+differ in their default only: None means about :data:`ROWS_PER_PASS` images per forward pass.
 
 Example::
 
@@ -163,13 +164,14 @@ def _path(method: str, n_steps: int) -> tuple[Tensor, Tensor]:
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < fewest:
         raise ValueError(f"n_steps must be an int >= {fewest} for method={method!r}, got {n_steps!r}.")
     if method == "gausslegendre":
-        # Golub-Welsch: the nodes are the eigenvalues of the Jacobi matrix of the Legendre polynomials, the weights
-        # twice the squared first components of its eigenvectors (numpy.polynomial.legendre.leggauss's values).
+        # Golub-Welsch: the nodes on [-1, 1] are the eigenvalues of the Jacobi matrix of the Legendre polynomials,
+        # the weights twice the squared first components of its eigenvectors (numpy's leggauss to 1e-15); mapped
+        # to [0, 1], the weights halve.
         k = torch.arange(1, n_steps, dtype=torch.float64)
         off_diagonal = k / torch.sqrt(4 * k * k - 1)
         nodes, vectors = torch.linalg.eigh(torch.diag(off_diagonal, 1) + torch.diag(off_diagonal, -1))
         return 0.5 * (1 + nodes), vectors[0] ** 2
-    weights = torch.full((n_steps,), 1 / n_steps, dtype=torch.float64)
+    weights = torch.full((n_steps,), 1 / n_steps, dtype=torch.float64)  # Captum's, also for the trapezoid rule
     rule = method.split("_")[1]
     if rule == "trapezoid":
         weights[[0, -1]] /= 2
@@ -376,7 +378,19 @@ ATTRIBUTION_METHODS: dict[str, Callable[..., Tensor]] = {
 
 
 def method_options(method: str) -> dict[str, object]:
-    """``{option: default}`` of an attribution method (``inspect.Parameter.empty`` for a required one)."""
+    """The options of an attribution method with their defaults, read from its function's signature.
+
+    Args:
+        method: a key of :data:`ATTRIBUTION_METHODS`; another name raises ``ValueError`` listing them.
+
+    Returns:
+        ``{option: default}``, with ``inspect.Parameter.empty`` for a required option.
+
+    Example::
+
+        >>> method_options("integrated_gradients")
+        {'baselines': None, 'n_steps': 50, 'method': 'gausslegendre', 'internal_batch_size': None}
+    """
     if method not in ATTRIBUTION_METHODS:
         raise ValueError(f"Unknown attribution method {method!r}; valid choices: {sorted(ATTRIBUTION_METHODS)}.")
     parameters = inspect.signature(ATTRIBUTION_METHODS[method]).parameters.values()
