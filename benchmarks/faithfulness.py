@@ -54,7 +54,7 @@ def main() -> int:
     import torchvision
 
     from lightning_cnnsee import grad_cam
-    from lightning_cnnsee.faithfulness import METRICS, faithfulness
+    from lightning_cnnsee.metrics import METRICS, faithfulness
 
     try:
         from torchcam.methods import GradCAM

@@ -223,7 +223,7 @@ def breakdown(args: argparse.Namespace, training_seconds: float | None) -> list[
     from lightning_cnnsee.options import Options
     from lightning_cnnsee.render import render_results
     from lightning_cnnsee.selection import choose_layers
-    from lightning_cnnsee.visualize import visualize
+    from lightning_cnnsee.visualization import visualize
     from lightning_cnnsee.writers import TensorBoardImageWriter
 
     _quiet_lightning()

@@ -1,30 +1,41 @@
-"""See what your CNN sees while it trains: Grad-CAM, filter ascent and activations, logged to TensorBoard.
+"""See what your CNN sees while it trains: CAMs, pixel attributions, filter ascent, activations, and how faithful
+the maps are and how they change, logged to every logger of a Lightning Trainer.
 
-The core (:func:`grad_cam`, :func:`capture_activations`, :func:`filter_ascent`) is pure PyTorch and works on any
-``nn.Module``; :class:`CNNSee` is the PyTorch Lightning callback built on it. Names are imported on first use, so
+The core (:func:`grad_cam` (every CAM method), :func:`attribute`, :func:`filter_ascent` with composable objectives,
+:func:`capture_activations`, :func:`faithfulness`, :func:`spearman`, and :func:`visualize` for a whole run) is pure
+PyTorch and works on any ``nn.Module``; :class:`CNNSee` is the Lightning callback built on it. Names are imported on first use, so
 ``cnnsee report`` and ``cnnsee export`` start without loading torch or Lightning.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from lightning_cnnsee.activations import capture_activations
-    from lightning_cnnsee.ascent import AscentResult, filter_ascent
-    from lightning_cnnsee.callback import CNNSee
-    from lightning_cnnsee.cam import CAM_METHODS, grad_cam
-    from lightning_cnnsee.layers import pick_layers
+from typing import Any
 
 _WHERE = {
-    "CAM_METHODS": "lightning_cnnsee.cam",
+    "ATTRIBUTION_METHODS": "lightning_cnnsee.attributions",
     "AscentResult": "lightning_cnnsee.ascent",
+    "CAM_METHODS": "lightning_cnnsee.cam",
     "CNNSee": "lightning_cnnsee.callback",
+    "DriftTracker": "lightning_cnnsee.drift",
+    "Objective": "lightning_cnnsee.objectives",
+    "Options": "lightning_cnnsee.options",
+    "Results": "lightning_cnnsee.visualization",
+    "attribute": "lightning_cnnsee.attributions",
     "capture_activations": "lightning_cnnsee.activations",
+    "channel": "lightning_cnnsee.objectives",
+    "diversity": "lightning_cnnsee.objectives",
+    "faithfulness": "lightning_cnnsee.metrics",
     "filter_ascent": "lightning_cnnsee.ascent",
     "grad_cam": "lightning_cnnsee.cam",
+    "model_kind": "lightning_cnnsee.targets",
+    "neuron": "lightning_cnnsee.objectives",
     "pick_layers": "lightning_cnnsee.layers",
+    "random_faithfulness": "lightning_cnnsee.metrics",
+    "render_results": "lightning_cnnsee.render",
+    "sanity_check": "lightning_cnnsee.drift",
+    "spearman": "lightning_cnnsee.drift",
+    "visualize": "lightning_cnnsee.visualization",
 }
 __all__ = sorted(_WHERE)
 __version__ = "0.1.0"

@@ -45,17 +45,18 @@ def _get(batch: object, key: int | str) -> object:
 
 
 def _is_labels(value: object, count: int) -> bool:
-    return (
-        isinstance(value, Tensor)
-        and value.ndim == 1
-        and value.shape[0] == count
-        and not value.is_floating_point()
-        and not value.is_complex()
-    )
+    """Labels of ``count`` images: (N,) class indices, (N, C) multi-hot labels (0 and 1, of a multi-label model) or
+    (N, H, W) class masks (of a segmentation model)."""
+    if not isinstance(value, Tensor) or value.ndim not in (1, 2, 3) or value.shape[0] != count or value.is_complex():
+        return False
+    if value.ndim == 2:
+        return bool(((value == 0) | (value == 1)).all())
+    return not value.is_floating_point()
 
 
 def split_batch(batch: object, image_key: BatchKey = None, label_key: BatchKey = None) -> tuple[Tensor, Tensor | None]:
-    """Return ``(images (N, C, H, W), labels (N,) or None)`` from a batch.
+    """Return ``(images (N, C, H, W), labels or None)`` from a batch; labels are (N,) class indices, (N, C)
+    multi-hot labels or (N, H, W) class masks.
 
     Raises:
         ValueError: when no (N, C, H, W) image tensor can be found; the message describes the batch.
@@ -80,7 +81,10 @@ def split_batch(batch: object, image_key: BatchKey = None, label_key: BatchKey =
     if label_key is not None:
         labels = _get(batch, label_key)
         if not _is_labels(labels, count):
-            raise ValueError(f"label_key {label_key!r} does not select {count} integer class labels.")
+            raise ValueError(
+                f"label_key {label_key!r} does not select labels of {count} images: (N,) class indices, (N, C) "
+                "multi-hot labels or (N, H, W) class masks."
+            )
     elif isinstance(batch, Mapping):
         labels = next((batch[key] for key in LABEL_KEYS if key in batch), None)
     elif isinstance(batch, (tuple, list)) and len(batch) > 1:

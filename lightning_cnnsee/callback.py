@@ -41,11 +41,26 @@ from lightning_cnnsee.schedule import Schedule
 from lightning_cnnsee.layers import LayerPicks
 from lightning_cnnsee.selection import LayerChoice, adopt_picks, check_layer_names, example_input, probe
 from lightning_cnnsee.tags import make_tag, safe_path_part
-from lightning_cnnsee.visualize import Results, estimate_pattern_seconds, gather_patterns, model_images, visualize
+from lightning_cnnsee.drift import DriftTracker
+from lightning_cnnsee.visualization import (
+    Results,
+    estimate_pattern_seconds,
+    explained_maps,
+    gather_measures,
+    gather_patterns,
+    model_images,
+    visualize,
+)
 from lightning_cnnsee.writers import ImageWriter, LogSinks
 
-Technique = Literal["gradcam", "filters", "classes", "activations"]
-CamMethod = Literal["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam"]
+Technique = Literal["gradcam", "attributions", "filters", "classes", "activations", "faithfulness", "drift"]
+CamMethod = Literal[
+    "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "scorecam", "ablationcam", "eigencam"
+]
+AttributionMethod = Literal[
+    "saliency", "input_x_gradient", "smoothgrad", "integrated_gradients", "occlusion", "guided_backprop",
+    "guided_gradcam",
+]
 
 
 class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
@@ -64,14 +79,19 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
         every_n_steps: run every n optimizer steps (``None``: never by steps).
         filters_every_n_runs: filter and class ascent, the costly part, only every n-th run (and always in the
             final run), as far as ``max_overhead`` allows.
-        techniques: a list of any of ``"gradcam"``, ``"filters"``, ``"classes"``, ``"activations"``.
+        techniques: a list of any of ``"gradcam"``, ``"attributions"``, ``"filters"``, ``"classes"``,
+            ``"activations"``, ``"faithfulness"`` (Average Drop, Increase in Confidence, deletion and insertion AUC of
+            every map, beside the same numbers for random maps) and ``"drift"`` (each map's rank correlation with its
+            map at the baseline run and at the previous run; a map that hardly changes while the model learns fails
+            the randomization sanity check, said once). All but ``"attributions"`` by default.
         layers: layer names (from ``model.named_modules()``) for Grad-CAM, filters and activations at once.
         gradcam_layers: layers for Grad-CAM (overrides ``layers``); each must output a (N, C, H, W) map.
         filter_layers: conv layers for filter ascent (overrides ``layers``).
         activation_layers: layers whose feature maps are shown (overrides ``layers``).
         class_layer: the layer whose units are the classes (default: the last ``nn.Linear`` with one unit per
             class; without one, the model's output logits).
-        cam_method: ``"gradcam"``, ``"gradcam++"``, ``"xgradcam"``, ``"layercam"`` or ``"hirescam"``.
+        cam_method: ``"gradcam"``, ``"gradcam++"``, ``"xgradcam"``, ``"layercam"``, ``"hirescam"``, or a
+            gradient-free ``"scorecam"``, ``"ablationcam"``, ``"eigencam"``.
         cam_scale: ``"batch"`` (one colour scale for all heat maps of a run, so weak maps look weak) or
             ``"image"`` (each map stretched to its own maximum).
         cam_alpha: heat-map opacity over the image, in [0, 1].
@@ -100,6 +120,15 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
         name: this instance's name in the tags (``cnnsee/<name>/gradcam/...``) and its checkpoint state, for
             several CNNSee in one Trainer. Default: none for a single CNNSee; with several, each gets a name from
             the options that set it apart (``cam_method-layercam``).
+        attribution_methods: with ``"attributions"`` in ``techniques``, the pixel attributions shown (tags
+            ``cnnsee/attributions/<method>``): any of ``"saliency"``, ``"input_x_gradient"``, ``"smoothgrad"``,
+            ``"integrated_gradients"``, ``"occlusion"``, ``"guided_backprop"``, ``"guided_gradcam"``.
+        num_diverse: filter and class patterns per channel, made different from each other (Lucid's diversity).
+        faithfulness_steps: perturbation steps of the deletion and insertion curves.
+        model_kind: ``"auto"`` (from the output and the labels, said once), ``"classification"``,
+            ``"multilabel"`` (a map per label predicted or true) or ``"segmentation"`` (outputs (N, C, H, W), also
+            in a dict such as ``{"out": ...}``: a map per class of the predicted mask).
+        max_classes_per_image: segmentation: maps for at most this many classes per image (the largest areas).
 
     Example::
 
@@ -142,6 +171,11 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
         strict: bool = False,
         max_overhead: float | None = 0.05,
         name: str | None = None,
+        attribution_methods: list[AttributionMethod] = ["saliency", "integrated_gradients"],  # noqa: B006
+        num_diverse: int = 1,
+        faithfulness_steps: int = 20,
+        model_kind: Literal["auto", "classification", "multilabel", "segmentation"] = "auto",
+        max_classes_per_image: int = 3,
     ) -> None:
         super().__init__()
         arguments = dict(locals())
@@ -152,6 +186,7 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
         self.instance: str | None = name
         self.choice: LayerChoice | None = None
         self.sinks: ImageWriter = LogSinks()
+        self.drift = DriftTracker()
         self._warned: set[str] = set()
 
     @property
@@ -265,7 +300,8 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
             return
         schedule.started(step, maps=plan.maps, patterns=plan.patterns)
         started = time.perf_counter()
-        results = self.run(trainer, pl_module, include_patterns=plan.patterns, include_maps=plan.maps)
+        results = self.run(trainer, pl_module, include_patterns=plan.patterns, include_maps=plan.maps,
+                           final=reason == "final")
         patterns_seconds = results.patterns_seconds if results is not None and plan.patterns else None
         schedule.finished(time.perf_counter() - started, maps=plan.maps, patterns_seconds=patterns_seconds)
         overhead = schedule.overhead()
@@ -296,14 +332,15 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
         return plan
 
     # ------------------------------------------------------------------- run
-    def run(self, trainer: Any, pl_module: Any, *, include_patterns: bool = True,
-            include_maps: bool = True) -> Results | None:
+    def run(self, trainer: Any, pl_module: Any, *, include_patterns: bool = True, include_maps: bool = True,
+            final: bool = False) -> Results | None:
         """Compute, render and log every visualization now, at ``trainer.global_step``; errors are contained.
 
         Under DDP every rank must call this at the same point: each rank optimizes its share of the patterns, the
         ranks decide together whether the run succeeded (so a failure on one rank cannot leave the others
         waiting), the patterns are gathered, and global rank 0 alone computes the maps, renders and writes.
-        Returns the gathered results on rank 0 (``None`` elsewhere, or when the run failed).
+        Returns the gathered results on rank 0 (``None`` elsewhere, or when the run failed). ``final``: the last
+        run of the fit, where the maps' drift is checked whatever the number of runs.
         """
         if self.fixed.images is None:
             return None
@@ -329,7 +366,9 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
         try:
             if world_size > 1:
                 results = gather_patterns(results, lambda tensor: gather_tensor(trainer, tensor))
+                results = gather_measures(results, lambda value: gather_objects(trainer, value))
             if rank == 0:
+                self._log_numbers(trainer, results, final)
                 images = render_results(results, self.fixed.images, self.fixed.labels, self.options,
                                         instance=self.instance)
                 for tag, image in images.items():
@@ -340,6 +379,35 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
             self._report(trainer, error, "rendering or logging")
             return None
         return results if rank == 0 else None
+
+    def _log_numbers(self, trainer: Any, results: Results, final: bool) -> None:
+        """The faithfulness and drift scalars of a run; the model's kind and a failed sanity check, said once."""
+        step = trainer.global_step
+        if results.logits is not None and "kind" not in self._warned:
+            self._warned.add("kind")
+            rank_zero_info(trainer, f"CNNSee sees a {results.kind} model (outputs {tuple(results.logits.shape)}"
+                           f"{'' if self.fixed.labels is None else f', labels {tuple(self.fixed.labels.shape)}'}); "
+                           "set model_kind= to say otherwise.")
+        for name, metrics in results.faithfulness.items():
+            for metric, values in metrics.items():
+                self.sinks.add_scalar(make_tag("faithfulness", f"{name}/{metric}", instance=self.instance),
+                                      float(values.float().nanmean()), step)
+                reference = results.faithfulness_random[name][metric]
+                self.sinks.add_scalar(make_tag("faithfulness", f"{name}/{metric}_random", instance=self.instance),
+                                      float(reference.float().nanmean()), step)
+        if "drift" not in self.options.techniques:
+            return
+        for name, maps in explained_maps(results).items():
+            for comparison, values in self.drift.update(name, maps).items():
+                if values is not None:
+                    self.sinks.add_scalar(make_tag("drift", f"{name}/{comparison}", instance=self.instance),
+                                          float(values.nanmean()), step)
+            check = f"sanity {name}"
+            if (final or self.drift.updates(name) >= 4) and check not in self._warned and self.drift.updates(name) > 1:
+                verdict = self.drift.sanity_check(name)
+                if not verdict.passed:
+                    self._warned.add(check)
+                    rank_zero_warn(trainer, f"CNNSee: {verdict.message}")
 
     def _report(self, trainer: Any, error: BaseException, during: str) -> None:
         if self.options.strict:
@@ -353,12 +421,14 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
     # ------------------------------------------------------------ checkpoint
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {**self.fixed.state_dict(), **self.schedule.state_dict()}
+        return {**self.fixed.state_dict(), **self.schedule.state_dict(), "drift": self.drift.state_dict()}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.fixed.load_state_dict(state_dict)
         self.schedule.load_state_dict(state_dict)
+        if "drift" in state_dict:
+            self.drift.load_state_dict(state_dict["drift"])
 
 
 def _validation_runs(trainer: Any, pl_module: Any) -> bool:

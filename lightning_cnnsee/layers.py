@@ -75,12 +75,14 @@ def resolve_layer_names(model: nn.Module, names: Sequence[str]) -> list[str]:
 def select_output(output: object, key: OutputKey = None) -> torch.Tensor:
     """Pick the logits tensor out of a model's output.
 
-    ``key=None`` accepts a tensor, the first tensor of a tuple or list, or the entry ``"logits"`` of a mapping
-    (a Hugging Face style output). An int indexes a tuple or list; a string indexes a mapping or names an attribute.
+    ``key=None`` accepts a tensor, the first tensor of a tuple or list, or the entry ``"logits"`` (a Hugging Face
+    style output) or else ``"out"`` (torchvision's segmentation models) of a mapping. An int indexes a tuple or list; a string indexes a mapping or names an attribute.
     """
     if key is None:
         if isinstance(output, torch.Tensor):
             return output
+        if isinstance(output, Mapping) and "logits" not in output and isinstance(output.get("out"), torch.Tensor):
+            return output["out"]  # torchvision's segmentation models: {"out": ..., "aux": ...}
         if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
             return output[0]
         if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
@@ -168,18 +170,19 @@ def pick_layers(
     - Grad-CAM: the last layer, in execution order, whose output is a (N, C, H, W) map larger than 1x1 (the last
       convolutional block, before global pooling), as torchcam and the Grad-CAM paper do; layers that hand their
       input on unchanged (``nn.Dropout`` in eval mode, ``nn.Identity``, in-place activations) are skipped, so the
-      block that made the map is named.
+      block that made the map is named; a segmentation model's output layer is not a candidate.
     - Filters and activations: ``num_feature_layers`` ``nn.Conv2d`` layers spread from the first to the last.
     - Classes: the last ``nn.Linear`` layer whose output has as many units as the logits.
     """
     order = trace_layers(model, example)
     logits = select_output(order[-1][2], output_key)
-    num_classes = int(logits.shape[-1]) if logits.ndim == 2 else None
+    num_classes = int(logits.shape[1]) if logits.ndim in (2, 4) else None  # (N, C) or segmentation's (N, C, H, W)
     picks = LayerPicks(num_classes=num_classes)
     spatial = [
         name
         for name, module, out, passes_through in order[:-1]
         if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-1] * out.shape[-2] > 1 and not passes_through
+        and out is not logits  # a segmentation model's output layer: the map explains itself
     ]
     picks.gradcam = spatial[-1:]
     convs: list[str] = []
@@ -188,7 +191,10 @@ def pick_layers(
             convs.append(name)
     picks.features = spread(convs, num_feature_layers)
     for name, module, out, _ in reversed(order[:-1]):
-        if isinstance(module, nn.Linear) and isinstance(out, torch.Tensor) and out.shape[-1] == num_classes:
+        if (
+            logits.ndim == 2 and isinstance(module, nn.Linear) and isinstance(out, torch.Tensor)
+            and out.shape[-1] == num_classes
+        ):
             picks.classes = name
             break
     picks.output_shapes = {

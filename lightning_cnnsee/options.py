@@ -19,15 +19,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from lightning_cnnsee.ascent import PARAMETERIZATIONS
+from lightning_cnnsee.attributions import ATTRIBUTION_METHODS
 from lightning_cnnsee.cam import check_cam_method
 from lightning_cnnsee.render import CAM_SCALES
 from lightning_cnnsee.tags import KINDS
 
-TECHNIQUES = ("gradcam", "filters", "classes", "activations")
+#: Every technique; all but ``"attributions"`` are on by default.
+ALL_TECHNIQUES = ("gradcam", "attributions", "filters", "classes", "activations", "faithfulness", "drift")
+TECHNIQUES = ("gradcam", "filters", "classes", "activations", "faithfulness", "drift")
+MODEL_KINDS = ("auto", "classification", "multilabel", "segmentation")
 
 
 def _fail(name: str, value: Any, expected: str) -> ValueError:
@@ -150,6 +154,11 @@ class Options:
     strict: bool = False
     max_overhead: float | None = 0.05
     name: str | None = None
+    attribution_methods: list[str] = field(default_factory=lambda: ["saliency", "integrated_gradients"])
+    num_diverse: int = 1
+    faithfulness_steps: int = 20
+    model_kind: str = "auto"
+    max_classes_per_image: int = 3
 
     def __post_init__(self) -> None:
         for option in ("num_samples", "filters_every_n_runs", "num_filters", "max_classes", "activation_channels"):
@@ -160,7 +169,14 @@ class Options:
         whole_number("seed", self.seed, 0)
         positive_number("ascent_lr", self.ascent_lr)
         positive_number("max_overhead", self.max_overhead, optional=True)
-        object.__setattr__(self, "techniques", choices_list("techniques", self.techniques, TECHNIQUES))
+        object.__setattr__(self, "techniques", choices_list("techniques", self.techniques, ALL_TECHNIQUES))
+        object.__setattr__(
+            self, "attribution_methods",
+            list(choices_list("attribution_methods", self.attribution_methods, sorted(ATTRIBUTION_METHODS))),
+        )
+        for option in ("num_diverse", "faithfulness_steps", "max_classes_per_image"):
+            whole_number(option, getattr(self, option), 1)
+        choice("model_kind", self.model_kind, MODEL_KINDS)
         try:
             check_cam_method(self.cam_method)
         except ValueError as error:

@@ -14,7 +14,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -29,7 +29,7 @@ from lightning_cnnsee.tags import make_tag
 
 if TYPE_CHECKING:
     from lightning_cnnsee.options import Options
-    from lightning_cnnsee.visualize import Results
+    from lightning_cnnsee.visualization import Results
 
 CAM_SCALES = ("batch", "image")
 MISTAKE_COLOR = (1.0, 0.15, 0.15)
@@ -102,30 +102,48 @@ def robust_max(values: Tensor, quantile: float = 0.99) -> Tensor:
     return torch.quantile(flat, quantile).clamp(min=1e-12)
 
 
-def scale_cams(cams: Sequence[Tensor], scale: str = "batch") -> list[Tensor]:
-    """Map raw CAMs (each (N, h, w), >= 0) to [0, 1].
+def scale_cams(cams: Sequence[Tensor], scale: str = "batch", *, signed: bool = False) -> list[Tensor]:
+    """Map raw maps (each (N, h, w)) to [0, 1].
 
     ``"batch"`` divides all maps by one robust maximum, so a weak map looks weak next to a strong one (per-image
     scaling makes every map look equally confident and hides that). ``"image"`` scales each map on its own.
+    CAMs are >= 0 and go from 0 to 1; ``signed`` maps (attributions) are scaled by their largest magnitude and go
+    from 0 (most negative) through 0.5 (zero) to 1 (most positive), for :func:`diverging`.
     """
     if scale not in CAM_SCALES:
         raise ValueError(f"Unknown CAM scale {scale!r}; valid choices: {list(CAM_SCALES)}.")
-    cams = [torch.nan_to_num(cam.detach().float().cpu(), nan=0.0, posinf=0.0) for cam in cams]
+    cams = [torch.nan_to_num(cam.detach().float().cpu(), nan=0.0, posinf=0.0, neginf=0.0) for cam in cams]
+    magnitudes = [cam.abs() if signed else cam for cam in cams]
     if scale == "batch":
-        top = robust_max(torch.cat([cam.flatten() for cam in cams]))
-        return [(cam / top).clamp(0, 1) for cam in cams]
-    scaled = []
-    for cam in cams:
-        top = cam.flatten(1).amax(dim=1).clamp(min=1e-12)[:, None, None]
-        scaled.append((cam / top).clamp(0, 1))
-    return scaled
+        top = robust_max(torch.cat([magnitude.flatten() for magnitude in magnitudes]))
+        tops = [top] * len(cams)
+    else:
+        tops = [magnitude.flatten(1).amax(dim=1).clamp(min=1e-12)[:, None, None] for magnitude in magnitudes]
+    if signed:
+        return [((cam / top).clamp(-1, 1) + 1) / 2 for cam, top in zip(cams, tops)]
+    return [(cam / top).clamp(0, 1) for cam, top in zip(cams, tops)]
 
 
-def overlay(images: Tensor, heat: Tensor, alpha: float = 0.5) -> Tensor:
-    """Blend heat maps (N, h, w) in [0, 1], upsampled bilinearly, over RGB images (N, 3, H, W) in [0, 1]."""
+# A diverging colormap for signed maps: blue (negative), light grey (zero), red (positive), Moreland's cool-warm ends.
+_DIVERGING = torch.tensor([[0.230, 0.299, 0.754], [0.865, 0.865, 0.865], [0.706, 0.016, 0.150]])
+
+
+def diverging(values: Tensor) -> Tensor:
+    """Map values in [0, 1] (0.5: zero) of shape (...) to RGB colours (..., 3): blue, light grey, red."""
+    position = values.float().clamp(0, 1) * 2
+    low = position.floor().long().clamp(max=1)
+    fraction = (position - low)[..., None]
+    return _DIVERGING[low] * (1 - fraction) + _DIVERGING[low + 1] * fraction
+
+
+def overlay(
+    images: Tensor, heat: Tensor, alpha: float = 0.5, colormap: Callable[[Tensor], Tensor] | None = None
+) -> Tensor:
+    """Blend heat maps (N, h, w) in [0, 1], upsampled bilinearly, over RGB images (N, 3, H, W) in [0, 1], coloured
+    with ``colormap`` (default :func:`turbo`)."""
     size = images.shape[-2:]
     heat = F.interpolate(heat[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
-    colours = turbo(heat).permute(0, 3, 1, 2)
+    colours = (colormap or turbo)(heat).permute(0, 3, 1, 2)
     return ((1 - alpha) * images + alpha * colours).clamp(0, 1)
 
 
@@ -191,6 +209,7 @@ def render_gradcam(
     mistakes: Tensor | None = None,
     alpha: float = 0.5,
     scale: str = "batch",
+    signed: bool = False,
     min_tile: int = 96,
 ) -> Tensor:
     """A grid with one column per image: the image on top, then one heat-map overlay per row of ``cam_rows``.
@@ -203,6 +222,7 @@ def render_gradcam(
         mistakes: (N,) bool; those columns get a red frame, the others green.
         alpha: heat-map opacity.
         scale: ``"batch"`` (one scale for all maps) or ``"image"`` (see :func:`scale_cams`).
+        signed: the maps have a sign (attributions): shown in the :func:`diverging` colormap, zero light grey.
     """
     count = images.shape[0]
     if row_captions and isinstance(row_captions[0], str):
@@ -214,8 +234,9 @@ def render_gradcam(
     image_captions = list(image_captions or [""] * count)
     lines = max(text.count("\n") + 1 for text in image_captions + [t for row in row_captions for t in row])
     rows = [caption(rgb, image_captions, colors, lines=lines)]
-    for heat, captions in zip(scale_cams(cam_rows, scale), row_captions):
-        rows.append(caption(overlay(rgb, heat, alpha), list(captions), colors, lines=lines))
+    colormap = diverging if signed else turbo
+    for heat, captions in zip(scale_cams(cam_rows, scale, signed=signed), row_captions):
+        rows.append(caption(overlay(rgb, heat, alpha, colormap), list(captions), colors, lines=lines))
     return grid(torch.cat(rows), columns=count)
 
 
@@ -251,13 +272,38 @@ def class_name(index: int, names: Sequence[str] | None) -> str:
     return str(index)
 
 
+def render_columns(
+    columns: Sequence[Sequence[tuple[Tensor, str, tuple[float, float, float] | None]]], *, min_tile: int = 96
+) -> Tensor:
+    """A grid of one column per image, each a list of ``(tile (3, H, W), caption, frame colour or None)`` from the
+    top; shorter columns are filled with empty tiles. All tiles of the grid have the same size."""
+    rows = max(len(column) for column in columns)
+    size = columns[0][0][0].shape[-2:]
+    blank = (torch.full((3, *size), 0.25), "", None)
+    padded = [list(column) + [blank] * (rows - len(column)) for column in columns]
+    tiles = [[upscale(tile[None], min_tile)[0] for tile, _, _ in column] for column in padded]
+    lines = max(text.count("\n") + 1 for column in padded for _, text, _ in column)
+    grid_rows = []
+    for row in range(rows):
+        grid_rows.append(caption(
+            torch.stack([column[row] for column in tiles]), [column[row][1] for column in padded],
+            [column[row][2] for column in padded], lines=lines,
+        ))
+    return grid(torch.cat(grid_rows), columns=len(columns))
+
+
+def class_colours(masks: Tensor, num_classes: int) -> Tensor:
+    """(N, H, W) class masks as RGB (N, 3, H, W), one Turbo colour per class."""
+    return turbo(masks.float() / max(1, num_classes - 1)).permute(0, 3, 1, 2)
+
+
 def render_results(
     results: Results, images: Tensor, labels: Tensor | None, options: Options, *, instance: str | None = None
 ) -> dict[str, Tensor]:
-    """Turn a run's :class:`~lightning_cnnsee.visualize.Results` into ``{tag: (3, H, W) image}``.
+    """Turn a run's :class:`~lightning_cnnsee.visualization.Results` into ``{tag: (3, H, W) image}``.
 
     ``images`` are the (normalized) inputs the run saw, shown denormalized with ``options.mean`` and ``std``;
-    ``labels`` add the true class (a second Grad-CAM row, and a red frame on each mistake). ``instance`` names the
+    ``labels`` add the true class (a second row, and a red frame on each mistake). ``instance`` names the
     callback in the tags (see :mod:`lightning_cnnsee.tags`).
 
     Example::
@@ -265,7 +311,7 @@ def render_results(
         >>> import torch
         >>> from torch import nn
         >>> from lightning_cnnsee.options import Options
-        >>> from lightning_cnnsee.visualize import visualize
+        >>> from lightning_cnnsee.visualization import visualize
         >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         ...                       nn.Linear(4, 2))
         >>> options = Options(techniques=["gradcam", "activations"])
@@ -274,36 +320,16 @@ def render_results(
         ['cnnsee/activations/0', 'cnnsee/gradcam/1']
     """
     display = denormalize(images, options.mean, options.std)
-    names = options.class_names
     rendered: dict[str, Tensor] = {}
-    if results.cams_predicted and results.logits is not None:
-        probabilities = results.logits.float().softmax(dim=-1).cpu()
-        predicted = probabilities.argmax(dim=-1)
-        image_captions, predicted_captions, true_captions = [], [], []
-        for index in range(display.shape[0]):
-            guess = int(predicted[index])
-            predicted_captions.append(f"pred {class_name(guess, names)}\np={probabilities[index, guess]:.2f}")
-            if labels is not None:
-                truth = int(labels[index])
-                mark = "ok" if guess == truth else "WRONG"
-                image_captions.append(f"#{index} {mark}\nlabel {class_name(truth, names)}")
-                true_captions.append(f"true {class_name(truth, names)}\np={probabilities[index, truth]:.2f}")
-            else:
-                image_captions.append(f"#{index}")
-        mistakes = None if labels is None else predicted != labels.cpu()
-        for layer, cam in results.cams_predicted.items():
-            rows, captions = [cam], [predicted_captions]
-            if layer in results.cams_true:
-                rows.append(results.cams_true[layer])
-                captions.append(true_captions)
-            rendered[make_tag("gradcam", layer, instance=instance)] = render_gradcam(
-                display, rows, captions, image_captions=image_captions, mistakes=mistakes,
-                alpha=options.cam_alpha, scale=options.cam_scale,
-            )
+    if results.kind == "classification" and results.logits is not None:
+        rendered.update(_render_classification(results, display, labels, options, instance))
+    elif results.pairs is not None and results.logits is not None:
+        rendered.update(_render_pairs(results, display, labels, options, instance))
     for layer, maps in results.activations.items():
         rendered[make_tag("activations", layer, instance=instance)] = render_activations(
             display, maps, max_channels=options.activation_channels
         )
+    names = options.class_names
     for layer, found in results.filters.items():
         captions = [f"ch {c}\n{a:.2f}" for c, a in zip(found.channels, found.activations.tolist())]
         rendered[make_tag("filters", layer, instance=instance)] = render_patterns(found.images, captions)
@@ -311,4 +337,90 @@ def render_results(
         found = results.classes
         captions = [f"{class_name(c, names)}\n{a:.2f}" for c, a in zip(found.channels, found.activations.tolist())]
         rendered[make_tag("classes", instance=instance)] = render_patterns(found.images, captions)
+    return rendered
+
+
+#: Attribution methods whose maps have a sign (shown in the diverging colormap); the others are magnitudes.
+SIGNED_ATTRIBUTIONS = ("input_x_gradient", "integrated_gradients", "occlusion", "guided_backprop", "guided_gradcam")
+
+
+def _render_classification(
+    results: Results, display: Tensor, labels: Tensor | None, options: Options, instance: str | None
+) -> dict[str, Tensor]:
+    """Grad-CAM and attributions: a column per image, the image, the map of the predicted class, of the true class."""
+    names = options.class_names
+    probabilities = results.logits.float().softmax(dim=-1).cpu()  # type: ignore[union-attr]
+    predicted = probabilities.argmax(dim=-1)
+    image_captions, predicted_captions, true_captions = [], [], []
+    for index in range(display.shape[0]):
+        guess = int(predicted[index])
+        predicted_captions.append(f"pred {class_name(guess, names)}\np={probabilities[index, guess]:.2f}")
+        if labels is not None:
+            truth = int(labels[index])
+            mark = "ok" if guess == truth else "WRONG"
+            image_captions.append(f"#{index} {mark}\nlabel {class_name(truth, names)}")
+            true_captions.append(f"true {class_name(truth, names)}\np={probabilities[index, truth]:.2f}")
+        else:
+            image_captions.append(f"#{index}")
+    mistakes = None if labels is None else predicted != labels.cpu()
+    rendered = {}
+    sets = [("gradcam", results.cams_predicted, results.cams_true),
+            ("attributions", results.attributions_predicted, results.attributions_true)]
+    for kind, predicted_maps, true_maps in sets:
+        for name, maps in predicted_maps.items():
+            rows = [maps if maps.ndim == 3 else maps.float().sum(dim=1)]
+            captions = [predicted_captions]
+            if name in true_maps:
+                rows.append(true_maps[name] if true_maps[name].ndim == 3 else true_maps[name].float().sum(dim=1))
+                captions.append(true_captions)
+            rendered[make_tag(kind, name, instance=instance)] = render_gradcam(
+                display, rows, captions, image_captions=image_captions, mistakes=mistakes,
+                alpha=options.cam_alpha, scale=options.cam_scale, signed=name in SIGNED_ATTRIBUTIONS,
+            )
+    return rendered
+
+
+def _render_pairs(
+    results: Results, display: Tensor, labels: Tensor | None, options: Options, instance: str | None
+) -> dict[str, Tensor]:
+    """Multi-label and segmentation models: a column per image, the image (for segmentation also the predicted and
+    the true mask), then a map per label predicted or true, or per class of the predicted mask."""
+    names = options.class_names
+    scores = results.logits.float().cpu()  # type: ignore[union-attr]
+    images, classes = results.pairs  # type: ignore[misc]
+    rgb = upscale(to_rgb(display.float().cpu()), 96)
+    segmentation = results.kind == "segmentation"
+    if segmentation:
+        predicted_masks = scores.argmax(dim=1)
+        probability = scores.softmax(dim=1)
+    else:
+        probability = scores.sigmoid()
+    rendered = {}
+    for layer, maps in results.pair_cams.items():
+        heat = overlay(rgb[images], scale_cams([maps], options.cam_scale)[0], options.cam_alpha)
+        columns: list[list[tuple[Tensor, str, tuple[float, float, float] | None]]] = []
+        for index in range(display.shape[0]):
+            column = [(rgb[index], f"#{index}", None)]
+            if segmentation:
+                size = rgb.shape[-2:]
+                mask = F.interpolate(predicted_masks[index][None, None].float(), size=size, mode="nearest")[0, 0]
+                column.append((class_colours(mask[None], scores.shape[1])[0], "predicted mask", None))
+                if labels is not None and labels.ndim == 3:
+                    truth = F.interpolate(labels[index][None, None].float().cpu(), size=size, mode="nearest")[0, 0]
+                    column.append((class_colours(truth[None], scores.shape[1])[0], "true mask", None))
+            for pair in (images == index).nonzero().flatten().tolist():
+                label = int(classes[pair])
+                if segmentation:
+                    area = float((predicted_masks[index] == label).float().mean())
+                    text, colour = f"{class_name(label, names)}\narea {area:.0%}", None
+                else:
+                    chance = float(probability[index, label])
+                    is_true = labels is not None and labels.ndim == 2 and bool(labels[index, label])
+                    guessed = chance > 0.5
+                    marks = "+".join(m for m, on in (("pred", guessed), ("true", is_true)) if on)
+                    text = f"{class_name(label, names)}\np={chance:.2f} {marks}"
+                    colour = None if labels is None else (CORRECT_COLOR if guessed == is_true else MISTAKE_COLOR)
+                column.append((heat[pair], text, colour))
+            columns.append(column)
+        rendered[make_tag("gradcam", layer, instance=instance)] = render_columns(columns)
     return rendered

@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tiny import RecordingCNNSee, TinyClassifier, make_loaders  # noqa: E402
 
 import lightning_cnnsee.callback as callback_module  # noqa: E402
-import lightning_cnnsee.visualize as visualize_module  # noqa: E402
+import lightning_cnnsee.visualization as visualize_module  # noqa: E402
 from lightning_cnnsee import CNNSee  # noqa: E402
 
 

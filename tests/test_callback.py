@@ -18,7 +18,7 @@ from tiny import TinyClassifier, count_hooks, make_loaders, read_images, trainer
 from lightning_cnnsee import CNNSee
 from lightning_cnnsee.options import Options
 from lightning_cnnsee.render import render_results
-from lightning_cnnsee.visualize import visualize
+from lightning_cnnsee.visualization import visualize
 
 FAST = dict(ascent_steps=4, num_samples=6, max_overhead=None)
 
@@ -163,7 +163,7 @@ def test_without_a_logger_it_warns_and_writes_png_files_under_the_root_folder(tm
 
 
 def test_a_failing_visualization_is_reported_once_and_training_goes_on(tmp_path, monkeypatch):
-    import lightning_cnnsee.visualize as visualize_module
+    import lightning_cnnsee.visualization as visualize_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("activations exploded")
@@ -178,7 +178,7 @@ def test_a_failing_visualization_is_reported_once_and_training_goes_on(tmp_path,
 
 
 def test_strict_mode_re_raises_the_visualization_error(tmp_path, monkeypatch):
-    import lightning_cnnsee.visualize as visualize_module
+    import lightning_cnnsee.visualization as visualize_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("activations exploded")
@@ -213,7 +213,7 @@ def test_images_are_denormalized_with_the_given_mean_and_std():
 def slow_ascent(monkeypatch):
     """Filter and class ascent that take 0.05 s per step and layer (and 0.01 s to set up), so that the patterns cost
     about 0.6 s a run: far over a budget of a few seconds when runs come every step."""
-    import lightning_cnnsee.visualize as visualize_module
+    import lightning_cnnsee.visualization as visualize_module
 
     real = visualize_module.filter_ascent
 

@@ -14,7 +14,7 @@ from tiny import RecordingCNNSee, TinyClassifier, make_loaders, read_images, tra
 
 from lightning_cnnsee import CNNSee
 from lightning_cnnsee.options import Options
-from lightning_cnnsee.visualize import visualize
+from lightning_cnnsee.visualization import visualize
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ddp_fit.py")
 TIMEOUT = 240  # seconds: a hang fails the test instead of blocking CI

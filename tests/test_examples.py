@@ -149,6 +149,11 @@ EVERY_OPTION = {
     "strict": True,
     "max_overhead": None,
     "name": "every-option",
+    "attribution_methods": ["occlusion"],
+    "num_diverse": 2,
+    "faithfulness_steps": 5,
+    "model_kind": "classification",
+    "max_classes_per_image": 2,
 }
 
 

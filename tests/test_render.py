@@ -97,7 +97,7 @@ def test_rendered_results_frame_mistakes_from_the_true_labels():
     from torch import nn
 
     from lightning_cnnsee.options import Options
-    from lightning_cnnsee.visualize import visualize
+    from lightning_cnnsee.visualization import visualize
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))

@@ -17,7 +17,7 @@ Example::
 
     >>> import torch
     >>> from torch import nn
-    >>> from lightning_cnnsee.faithfulness import faithfulness
+    >>> from lightning_cnnsee.metrics import faithfulness
     >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
     ...                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
     >>> images, maps = torch.rand(2, 3, 16, 16), torch.rand(2, 4, 4)  # maps at any resolution

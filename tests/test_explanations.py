@@ -1,0 +1,202 @@
+"""Attributions, faithfulness and drift inside a fit, and models beyond single-label classification."""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tiny import RecordingCNNSee, TinyClassifier, make_loaders, read_images, trainer_kwargs
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_cnnsee import CNNSee, spearman
+from lightning_cnnsee.attributions import ATTRIBUTION_METHODS
+from lightning_cnnsee.metrics import METRICS
+from lightning_cnnsee.visualization import explained_maps
+
+FAST = dict(ascent_steps=2, num_samples=4, max_overhead=None)
+
+
+def fit(tmp_path, callback, model=None, loaders=None, **overrides):
+    pl.seed_everything(0)
+    train, val = loaders or make_loaders(count=32)
+    trainer = pl.Trainer(callbacks=[callback], **trainer_kwargs(tmp_path, **overrides))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(model or TinyClassifier(), train, val)
+    return trainer, [str(w.message) for w in caught]
+
+
+def scalars(log_dir: str) -> dict[str, list[tuple[int, float]]]:
+    events = EventAccumulator(log_dir, size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_every_attribution_method_is_shown_with_the_gradcam_layout(tmp_path):
+    methods = sorted(ATTRIBUTION_METHODS)
+    callback = CNNSee(techniques=["gradcam", "attributions"], attribution_methods=methods, **FAST)
+    trainer, _ = fit(tmp_path, callback, max_epochs=1)
+    tags = read_images(trainer.logger.log_dir)
+    assert sorted(tag for tag in tags if "/attributions/" in tag) == [f"cnnsee/attributions/{m}" for m in methods]
+    assert all(steps == [0, 4] for steps in tags.values())
+    events = EventAccumulator(trainer.logger.log_dir, size_guidance={"images": 0})
+    events.Reload()
+    gradcam = events.Images("cnnsee/gradcam/features")[-1]
+    for method in methods:  # the same grid: a column per image, the image, the predicted and the true class
+        image = events.Images(f"cnnsee/attributions/{method}")[-1]
+        assert (image.width, image.height) == (gradcam.width, gradcam.height), method
+
+
+def test_faithfulness_and_drift_scalars_are_logged_for_every_map_beside_random_maps(tmp_path):
+    callback = RecordingCNNSee(techniques=["gradcam", "attributions", "faithfulness", "drift"],
+                               attribution_methods=["saliency"], every_n_steps=2, **FAST)
+    maps = []
+    run = callback.run
+
+    def recording(trainer, pl_module, **kwargs):
+        results = run(trainer, pl_module, **kwargs)
+        if results is not None:
+            maps.append((trainer.global_step, {k: v.cpu() for k, v in explained_maps(results).items()}))
+        return results
+
+    callback.run = recording
+    trainer, _ = fit(tmp_path, callback, max_epochs=2)
+    logged = scalars(trainer.logger.log_dir)
+    steps = [step for step, _ in maps]
+    for name in ("features", "saliency"):
+        for metric in METRICS:
+            assert [s for s, _ in logged[f"cnnsee/faithfulness/{name}/{metric}"]] == steps
+            assert [s for s, _ in logged[f"cnnsee/faithfulness/{name}/{metric}_random"]] == steps
+        # drift: recomputed here from the maps of each run, against the first run's and the previous run's
+        start = maps[0][1][name]
+        expected_start = [spearman(run_maps[name], start).nanmean().item() for _, run_maps in maps[1:]]
+        expected_previous = [
+            spearman(now[name], before[name]).nanmean().item() for (_, before), (_, now) in zip(maps, maps[1:])
+        ]
+        assert [s for s, _ in logged[f"cnnsee/drift/{name}/vs_start"]] == steps[1:]
+        assert [v for _, v in logged[f"cnnsee/drift/{name}/vs_start"]] == pytest.approx(expected_start, abs=1e-6)
+        assert [v for _, v in logged[f"cnnsee/drift/{name}/vs_previous"]] == pytest.approx(expected_previous,
+                                                                                          abs=1e-6)
+    # the faithfulness of the final run is what the functions give on its maps
+    final = callback.last_results
+    torch.testing.assert_close(
+        torch.tensor(logged["cnnsee/faithfulness/features/deletion_auc"][-1][1]),
+        final.faithfulness["features"]["deletion_auc"].float().nanmean(), atol=1e-6, rtol=0,
+    )
+
+
+class Frozen(TinyClassifier):
+    """Trains with a learning rate of zero: its maps never change, the case the randomization check catches."""
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def test_maps_that_do_not_change_while_training_fail_the_sanity_check_said_once(tmp_path):
+    callback = CNNSee(techniques=["gradcam", "drift"], every_n_steps=1, **FAST)
+    _, said = fit(tmp_path, callback, model=Frozen(), max_epochs=2)
+    failed = [message for message in said if "sanity check" in message.lower() and "features" in message]
+    assert len(failed) == 1, said
+    # the numbers: nearly the same maps as at the start (only BatchNorm's running statistics moved)
+    assert re.search(r"mean Spearman correlation 0\.9[5-9]\d", failed[0]), failed[0]
+
+
+def test_maps_of_a_learning_model_pass_the_sanity_check(tmp_path):
+    callback = CNNSee(techniques=["gradcam", "drift"], **FAST)
+    _, said = fit(tmp_path, callback, max_epochs=3)
+    assert not [message for message in said if "sanity check" in message.lower()]
+
+
+# ----------------------------------------------------------------------------- beyond single-label classification
+class MultiLabel(pl.LightningModule):
+    """Four independent labels, each a bright quadrant of the image."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                                      nn.ReLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 4))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+    def training_step(self, batch, batch_idx):
+        return nn.functional.binary_cross_entropy_with_logits(self(batch[0]), batch[1].float())
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=0.01)
+
+
+def multilabel_loaders():
+    generator = torch.Generator().manual_seed(0)
+    labels = (torch.rand(32, 4, generator=generator) > 0.5).long()
+    images = torch.rand(32, 3, 16, 16, generator=generator) * 0.2
+    for index, (row, column) in enumerate([(0, 0), (0, 8), (8, 0), (8, 8)]):
+        images[labels[:, index] == 1, :, row:row + 8, column:column + 8] += 0.8
+    data = TensorDataset(images, labels)
+    return DataLoader(data, batch_size=8), DataLoader(data, batch_size=8)
+
+
+def test_a_multilabel_model_gets_a_map_per_label_predicted_or_true_and_says_so(tmp_path, caplog):
+    callback = RecordingCNNSee(gradcam_layers=["features"], **FAST)
+    with caplog.at_level("INFO"):
+        trainer, _ = fit(tmp_path, callback, model=MultiLabel(), loaders=multilabel_loaders(), max_epochs=2)
+    assert "CNNSee sees a multilabel model (outputs (4, 4), labels (4, 4))" in caplog.text
+    tags = read_images(trainer.logger.log_dir)
+    assert "cnnsee/gradcam/features" in tags and "cnnsee/activations/features.0" in tags
+    results = callback.last_results
+    images, labels = results.pairs
+    predicted = results.logits.sigmoid() > 0.5
+    truth = callback.fixed.labels.bool()
+    expected = (predicted | truth).nonzero(as_tuple=True)
+    assert images.tolist() == expected[0].tolist() and labels.tolist() == expected[1].tolist()
+    assert results.pair_cams["features"].shape[0] == images.numel()
+
+
+class Segmenter(pl.LightningModule):
+    """A tiny fully convolutional net returning torchvision's {"out": (N, C, H, W)}."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                                      nn.ReLU())
+        self.classifier = nn.Conv2d(8, 3, 1)
+
+    def forward(self, x):
+        return {"out": self.classifier(self.backbone(x))}
+
+    def training_step(self, batch, batch_idx):
+        return nn.functional.cross_entropy(self(batch[0])["out"], batch[1])
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=0.01)
+
+
+def test_a_segmentation_model_gets_the_predicted_mask_and_a_map_per_class(tmp_path, caplog):
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(16, 3, 16, 16, generator=generator)
+    masks = (images[:, 0] > 0.5).long() + (images[:, 1] > 0.8).long()  # classes 0, 1, 2 by pixel colour
+    data = DataLoader(TensorDataset(images, masks), batch_size=8)
+    callback = RecordingCNNSee(techniques=["gradcam", "activations", "filters", "classes"], **FAST)
+    with caplog.at_level("INFO"):
+        trainer, _ = fit(tmp_path, callback, model=Segmenter(), loaders=(data, data), max_epochs=1)
+    assert "CNNSee sees a segmentation model (outputs (4, 3, 16, 16), labels (4, 16, 16))" in caplog.text
+    tags = read_images(trainer.logger.log_dir)
+    assert {"cnnsee/gradcam/backbone", "cnnsee/classes"} <= set(tags), tags
+    results = callback.last_results
+    images_index, classes = results.pairs
+    predicted = results.logits.argmax(dim=1)
+    for image, cls in zip(images_index.tolist(), classes.tolist()):
+        assert bool((predicted[image] == cls).any())  # a map per class of the predicted mask
+    assert len(results.classes.channels) == 3  # class patterns: the output channels
