@@ -155,10 +155,14 @@ class _Probe:
 
 @contextlib.contextmanager
 def _replace_output(module: nn.Module, replacement: Tensor) -> Iterator[None]:
-    """Inside the block, the first call of ``module`` in each forward pass returns a fresh copy of ``replacement``."""
+    """Inside the block (one forward pass), the first call of ``module`` returns a copy of ``replacement``."""
 
-    def hook(module: nn.Module, args: object, output: object) -> Tensor:
-        return replacement.clone()
+    calls = 0
+
+    def hook(module: nn.Module, args: object, output: object) -> Tensor | None:
+        nonlocal calls
+        calls += 1
+        return replacement.clone() if calls == 1 else None  # a copy: the network may change it in place
 
     handle = module.register_forward_hook(hook)
     try:
@@ -199,10 +203,11 @@ def _scorecam(probe: _Probe) -> list[Tensor]:
     job_masks = torch.cat(job_masks).view(jobs, 1, height, width).to(images.dtype)
     job_images = torch.cat(job_images).to(images.device)
     job_scores = [activation.new_empty(jobs, dtype=torch.float32) for _ in probe.scores]
+    buffer = images.new_empty((min(probe.batch_size, jobs), *images.shape[1:]))
     for chunk in torch.arange(jobs, device=images.device).split(probe.batch_size):
         rows = job_images[chunk]
         upsampled = F.interpolate(job_masks[chunk], size=images.shape[2:], mode="bilinear", align_corners=False)
-        scores = probe.forward(upsampled * images[rows])
+        scores = probe.forward(torch.mul(upsampled, images[rows], out=buffer[: len(chunk)]))
         for out, score in zip(job_scores, probe.scores):
             out[chunk] = score(scores, rows).float()
     blank_scores = [activation.new_zeros(batch, dtype=torch.float32) for _ in probe.scores]
@@ -394,10 +399,14 @@ def cams_for_targets(
     output_key: OutputKey = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> tuple[list[dict[str, Tensor]], Tensor]:
-    """CAMs for several sets of targets (for example the predicted and the true classes) from ONE forward pass.
+    """CAMs for several sets of targets (for example the predicted and the true classes), sharing the forward passes.
 
-    Gradient methods take one ``torch.autograd.grad`` per set; gradient-free methods score every set on the same
-    masked or ablated forward passes. Arguments as in :func:`cam`.
+    Gradient methods take ONE forward pass and one ``torch.autograd.grad`` per set; gradient-free methods score
+    every set on the same masked or ablated forward passes.
+
+    Args:
+        model, images, layers, method, kind, output_key, batch_size: as in :func:`cam`.
+        target_sets: a list of what :func:`cam` takes as ``targets``, for example ``[None, labels]``.
 
     Returns:
         ``([{layer: cam} per target set], scores)``, with the scores, detached, (N, C) or (N, C, H, W).
@@ -432,6 +441,9 @@ def cams_and_logits(
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> tuple[dict[str, Tensor], Tensor]:
     """Like :func:`cam`, also returning the model's scores (N, C) or (N, C, H, W), detached.
+
+    Args:
+        model, images, layers, targets, method, kind, output_key, batch_size: as in :func:`cam`.
 
     Example::
 
