@@ -8,6 +8,7 @@ import sys
 import warnings
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 import pytorch_lightning as pl
 import torch
 from tiny import RecordingCNNSee, TinyClassifier, make_loaders, read_images, trainer_kwargs
@@ -87,6 +88,20 @@ def test_patterns_split_across_ranks_equal_a_single_process_run(ddp_runs):
     channels, images, activations = result["classes"]
     assert channels == single.classes.channels
     torch.testing.assert_close(images, single.classes.images, atol=1e-4, rtol=0)
+
+
+def test_faithfulness_split_across_ranks_equals_a_single_process_run(ddp_runs):
+    out, result, _ = ddp_runs["cnnsee"]
+    model = TinyClassifier()
+    model.load_state_dict(result["weights"])
+    options = Options(ascent_steps=4, num_samples=6, techniques=["gradcam", "faithfulness"])
+    single = visualize(model, result["images"], result["labels"], options)
+    events = EventAccumulator(str(out / "logs" / "version_0"), size_guidance={"scalars": 0})
+    events.Reload()
+    for metric, values in single.faithfulness["features"].items():
+        logged = events.Scalars(f"cnnsee/faithfulness/features/{metric}")
+        assert logged[-1].step == 8  # the final run, on the final weights
+        assert logged[-1].value == pytest.approx(float(values.float().nanmean()), abs=1e-5), metric
 
 
 def test_ddp_fixed_images_are_rank_zeros_validation_images(ddp_runs):
