@@ -35,17 +35,17 @@ from lightning_cnnsee.distributed import (
 )
 from lightning_cnnsee.fixed_images import FixedImages
 from lightning_cnnsee.hooks import run_eagerly
-from lightning_cnnsee.options import TECHNIQUES, Options
+from lightning_cnnsee.options import TECHNIQUES, Options, default_name
 from lightning_cnnsee.render import render_results
+from lightning_cnnsee.scalars import failed_sanity_checks, run_scalars
 from lightning_cnnsee.schedule import Schedule
 from lightning_cnnsee.layers import LayerPicks
 from lightning_cnnsee.selection import LayerChoice, adopt_picks, check_layer_names, example_input, probe
-from lightning_cnnsee.tags import make_tag, safe_path_part
+from lightning_cnnsee.tags import make_tag
 from lightning_cnnsee.drift import DriftTracker
 from lightning_cnnsee.visualization import (
     Results,
     estimate_pattern_seconds,
-    explained_maps,
     gather_measures,
     gather_patterns,
     model_images,
@@ -203,7 +203,8 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         refuse_sharded_strategies(trainer)
         check_layer_names(pl_module, self.options)
-        self.instance = self.options.name or _default_name(self, trainer.callbacks)
+        others = [callback.options for callback in trainer.callbacks if isinstance(callback, CNNSee)]
+        self.instance = self.options.name or default_name(self.options, others)
         if self.choice is None and (example := example_input(pl_module)) is not None:
             try:
                 with run_eagerly():
@@ -382,32 +383,18 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
 
     def _log_numbers(self, trainer: Any, results: Results, final: bool) -> None:
         """The faithfulness and drift scalars of a run; the model's kind and a failed sanity check, said once."""
-        step = trainer.global_step
         if results.logits is not None and "kind" not in self._warned:
             self._warned.add("kind")
+            labels = "" if self.fixed.labels is None else f", labels {tuple(self.fixed.labels.shape)}"
             rank_zero_info(trainer, f"CNNSee sees a {results.kind} model (outputs {tuple(results.logits.shape)}"
-                           f"{'' if self.fixed.labels is None else f', labels {tuple(self.fixed.labels.shape)}'}); "
-                           "set model_kind= to say otherwise.")
-        for name, metrics in results.faithfulness.items():
-            for metric, values in metrics.items():
-                self.sinks.add_scalar(make_tag("faithfulness", f"{name}/{metric}", instance=self.instance),
-                                      float(values.float().nanmean()), step)
-                reference = results.faithfulness_random[name][metric]
-                self.sinks.add_scalar(make_tag("faithfulness", f"{name}/{metric}_random", instance=self.instance),
-                                      float(reference.float().nanmean()), step)
-        if "drift" not in self.options.techniques:
-            return
-        for name, maps in explained_maps(results).items():
-            for comparison, values in self.drift.update(name, maps).items():
-                if values is not None:
-                    self.sinks.add_scalar(make_tag("drift", f"{name}/{comparison}", instance=self.instance),
-                                          float(values.nanmean()), step)
-            check = f"sanity {name}"
-            if (final or self.drift.updates(name) >= 4) and check not in self._warned and self.drift.updates(name) > 1:
-                verdict = self.drift.sanity_check(name)
-                if not verdict.passed:
-                    self._warned.add(check)
-                    rank_zero_warn(trainer, f"CNNSee: {verdict.message}")
+                           f"{labels}); set model_kind= to say otherwise.")
+        drift = self.drift if "drift" in self.options.techniques else None
+        for tag, value in run_scalars(results, drift, instance=self.instance).items():
+            self.sinks.add_scalar(tag, value, trainer.global_step)
+        for verdict in failed_sanity_checks(self.drift, final=final) if drift is not None else ():
+            if verdict.method not in self._warned:
+                self._warned.add(verdict.method)
+                rank_zero_warn(trainer, f"CNNSee: {verdict.message}")
 
     def _report(self, trainer: Any, error: BaseException, during: str) -> None:
         if self.options.strict:
@@ -453,20 +440,3 @@ def _first_loader(loaders: Any) -> Any:
     if isinstance(loaders, (list, tuple)):
         return loaders[0] if loaders else []
     return loaders
-
-
-def _default_name(callback: CNNSee, callbacks: Sequence[Any]) -> str | None:
-    """None for the only unnamed CNNSee of a trainer; with several unnamed, the options that set this one apart from
-    the others (``cam_method-layercam``), or its position among them when another has the same options."""
-    unnamed = [c for c in callbacks if isinstance(c, CNNSee) and c.options.name is None]
-    if len(unnamed) < 2:
-        return None
-    differing: dict[str, Any] = {}
-    for other in unnamed:
-        if other is not callback:
-            differing.update(callback.options.differing(other.options))
-    if not differing:
-        return f"cnnsee{unnamed.index(callback)}"
-    parts = [f"{option}-{'-'.join(map(str, value)) if isinstance(value, (list, tuple)) else value}"
-             for option, value in differing.items()]
-    return safe_path_part("_".join(parts))[:60]

@@ -26,7 +26,7 @@ from lightning_cnnsee.ascent import PARAMETERIZATIONS
 from lightning_cnnsee.attributions import ATTRIBUTION_METHODS
 from lightning_cnnsee.cam import check_cam_method
 from lightning_cnnsee.render import CAM_SCALES
-from lightning_cnnsee.tags import KINDS
+from lightning_cnnsee.tags import KINDS, safe_path_part
 
 #: Every technique; all but ``"attributions"`` are on by default.
 ALL_TECHNIQUES = ("gradcam", "attributions", "filters", "classes", "activations", "faithfulness", "drift")
@@ -217,3 +217,29 @@ class Options:
     def differing(self, other: Options) -> dict[str, Any]:
         """The options whose values differ from ``other``'s (this instance's values)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)}
+
+
+def default_name(options: Options, every: list[Options]) -> str | None:
+    """The tag name of a CNNSee with ``options`` among the options of ``every`` CNNSee of a Trainer (itself included):
+    none for the only unnamed one; with several unnamed, the options that set it apart from the others
+    (``cam_method-layercam``), or its position among them when another has the same options.
+
+    Example::
+
+        >>> default_name(Options(), [Options()]) is None
+        True
+        >>> default_name(Options(cam_method="layercam"), [Options(), Options(cam_method="layercam")])
+        'cam_method-layercam'
+    """
+    unnamed = [other for other in every if other.name is None]
+    if len(unnamed) < 2:
+        return None
+    differing: dict[str, Any] = {}
+    for other in unnamed:
+        if other is not options:
+            differing.update(options.differing(other))
+    if not differing:
+        return f"cnnsee{next(i for i, other in enumerate(unnamed) if other is options)}"
+    parts = [f"{option}-{'-'.join(map(str, value)) if isinstance(value, (list, tuple)) else value}"
+             for option, value in differing.items()]
+    return safe_path_part("_".join(parts))[:60]
