@@ -30,8 +30,8 @@ from lightning_cnnsee.targets import (
     select_scores,
 )
 
-from pytorch_grad_cam import AblationCAM, GradCAM  # noqa: E402
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, SemanticSegmentationTarget  # noqa: E402
+from pytorch_grad_cam import AblationCAM, GradCAM, GradCAMPlusPlus, LayerCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, SemanticSegmentationTarget
 
 NUM_CLASSES = 4
 
@@ -118,8 +118,6 @@ def test_segmentation_cams_equal_pytorch_grad_cam_with_semantic_segmentation_tar
     targets = semantic_targets(plain, images, classes)
     assert all(target.mask.sum() > 0 for target in targets), "each class must be predicted somewhere"
     prefix = "model." if dict_output else ""
-    from pytorch_grad_cam import GradCAMPlusPlus, LayerCAM
-
     cam_class = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "layercam": LayerCAM}[method]
     theirs = grad_cam_library_raw(cam_class, plain, prefix + "backbone.4", images, targets)
     ours = grad_cam(model, images, ["backbone.4"], targets=classes, method=method)["backbone.4"]
