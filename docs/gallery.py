@@ -1,6 +1,6 @@
 """Every explanation CNNSee offers, on the demo model: the README's gallery and its faithfulness and drift chart.
 
-    python examples/gallery.py [--out docs/images] [--epochs 8]
+    python docs/gallery.py [--out docs/images] [--epochs 8]
 
 Trains the demo (``lightning_cnnsee.demo.run_demo``) with a CNNSee that shows everything, then draws with the core
 functions, on 6 fixed validation images of the trained model:
