@@ -13,6 +13,7 @@ import importlib
 from typing import Any
 
 _WHERE = {
+    "ALL_CAM_METHODS": "lightning_cnnsee.cam",
     "ATTRIBUTION_METHODS": "lightning_cnnsee.attributions",
     "AscentResult": "lightning_cnnsee.ascent",
     "CAM_METHODS": "lightning_cnnsee.cam",

@@ -106,13 +106,15 @@ def test_short_demo_writes_tensorboard_scalars_and_cnnsee_images(tmp_path):
     trainer = run_demo(str(tmp_path), max_epochs=1, num_train=96, num_val=32, batch_size=32, callback=callback,
                        enable_progress_bar=False)
     assert trainer.current_epoch == 1
-    assert 0.0 <= float(trainer.callback_metrics["val/acc"]) <= 1.0
+    accuracy = float(trainer.callback_metrics["val/acc"])
+    assert accuracy * 32 == pytest.approx(round(accuracy * 32), abs=1e-4)  # a share of the 32 validation images
     version = Path(tmp_path) / "demo" / "version_0"
     assert list(version.glob("events.out.tfevents.*"))
     events = EventAccumulator(str(version), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     tags = events.Tags()
     assert {"train/loss", "val/loss", "val/acc", "train/acc"} <= set(tags["scalars"])
+    assert events.Scalars("val/acc")[-1].value == pytest.approx(accuracy)  # the number the trainer reports
     assert any(tag.startswith("cnnsee/") for tag in tags["images"]), tags["images"]
 
 
