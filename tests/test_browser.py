@@ -294,13 +294,18 @@ def test_the_scalar_charts_show_in_headless_chromium(chromium, report_file):
               expected: data.charts.map(chart => chart.series.map(series => series.points.length)),
               drawn: svgs.map(svg => Array.from(svg.querySelectorAll('polyline')).map(l => l.points.numberOfItems)),
               widths: svgs.map(svg => Array.from(svg.querySelectorAll('polyline')).map(l => l.getBBox().width)),
+              markers: svgs.map(svg => Array.from(svg.querySelectorAll('.series')).map(
+                g => g.querySelectorAll('circle').length)),
               shown: svgs.map(svg => svg.getBoundingClientRect().width),
               legends: svgs.map(svg => svg.querySelectorAll('.legend text').length),
             };
         })()""")
         assert len(charts["drawn"]) >= 3 and charts["drawn"] == charts["expected"], charts
         assert all(width > 100 for width in charts["shown"])
-        assert all(width > 0 for widths in charts["widths"] for width in widths)
+        # a line of two points or more spans the chart; a single point is drawn as a marker
+        for widths, markers, counts in zip(charts["widths"], charts["markers"], charts["expected"]):
+            for width, marker_count, count in zip(widths, markers, counts):
+                assert width > 0 if count > 1 else marker_count == 1, charts
         assert charts["legends"] == [len(series) for series in charts["expected"]]
 
         # hiding a run hides its lines in every chart
