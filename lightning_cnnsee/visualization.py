@@ -59,8 +59,9 @@ class Results:
     ``kind`` is the model's kind (``"classification"``, ``"multilabel"``, ``"segmentation"``). For classification,
     ``cams_*`` and ``attributions_*`` hold a map per image for the predicted and the true class; for the other kinds,
     ``pairs`` lists ``(image index, class index)`` of every map in ``pair_cams`` (the labels predicted or true, or the
-    classes of the predicted mask). ``faithfulness[name][metric]`` holds this process's share of the images
-    (``measured_images``) until :func:`gather_measures` puts every rank's together.
+    classes of the predicted mask). Under DDP a classifier's per-image results (``logits``, the maps,
+    ``faithfulness[name][metric]``) hold this process's share of the images (``measured_images``) until
+    :func:`gather_measures` puts every rank's together.
     """
 
     kind: str = "classification"
@@ -135,8 +136,8 @@ def visualize(
         labels: (N,) true classes, for the second row of Grad-CAM; ``None`` shows predictions only.
         options: what to show (default: :class:`Options` ()).
         choice: the layers, when already chosen (default: :func:`choose_layers` on the first image).
-        include_maps: compute the maps (CAMs, attributions, activations: rank 0 only under DDP) and their
-            faithfulness (each rank its share of the images: see :func:`gather_measures`).
+        include_maps: compute the maps (CAMs, attributions) and their faithfulness, each rank for its share of the
+            images (see :func:`gather_measures`), and the activations (rank 0).
         include_patterns: optimize this rank's share of the filter and class patterns.
         rank, world_size: this process's share of the patterns (see :func:`gather_patterns`).
     """
@@ -146,13 +147,25 @@ def visualize(
         inputs = model_images(images, module)
         choice = choice or choose_layers(module, inputs, options)
         labels = None if labels is None else labels.to(inputs.device)
-        measuring = include_maps and "faithfulness" in options.techniques
-        if include_maps and (rank == 0 or measuring):  # every rank needs the maps of the images it measures
-            _explain(module, inputs, labels, options, choice, results)
+        if include_maps:
+            with torch.no_grad(), eval_mode(module):
+                scores = select_output(module(inputs), options.output_key).detach().float()
+            kind = options.model_kind if options.model_kind != "auto" else model_kind(scores, labels)
+            if kind == "classification":
+                # a classifier's maps and their faithfulness are per image: each rank takes every world_size-th
+                # image (the masked forwards of Score-CAM, Ablation-CAM, occlusion and the metrics cost the most)
+                share = list(range(rank, inputs.shape[0], world_size))
+            else:  # multi-label and segmentation maps come in (image, class) pairs: rank 0 makes them all
+                share = list(range(inputs.shape[0])) if rank == 0 else []
+            results.kind, results.measured_images = kind, share
+            if share:
+                index = torch.tensor(share, device=inputs.device)
+                mine = None if labels is None else labels[index]
+                _explain(module, inputs[index], scores[index], mine, options, choice, results)
+                if "faithfulness" in options.techniques and kind == "classification":
+                    _measure(module, inputs[index], options, results)
         if include_maps and rank == 0 and "activations" in options.techniques and choice.activations:
             results.activations = capture_activations(module, inputs, choice.activations)
-        if measuring and results.kind == "classification":
-            _measure(module, inputs, options, results, rank, world_size)
         started = time.perf_counter()
         if include_patterns:
             results.pattern_jobs = pattern_jobs(choice, options)
@@ -168,13 +181,16 @@ def visualize(
 
 
 def _explain(
-    module: nn.Module, inputs: Tensor, labels: Tensor | None, options: Options, choice: LayerChoice, results: Results
+    module: nn.Module,
+    inputs: Tensor,
+    scores: Tensor,
+    labels: Tensor | None,
+    options: Options,
+    choice: LayerChoice,
+    results: Results,
 ) -> None:
-    """The CAMs and attributions of the run, for the model's kind."""
-    with torch.no_grad(), eval_mode(module):
-        scores = select_output(module(inputs), options.output_key)
-    results.kind = options.model_kind if options.model_kind != "auto" else model_kind(scores, labels)
-    results.logits = scores.detach().float()
+    """The CAMs and attributions of ``inputs`` (whose model outputs are ``scores``), for ``results.kind``."""
+    results.logits = scores
     cams = "gradcam" in options.techniques and choice.gradcam
     common = dict(kind=results.kind, output_key=options.output_key)
     if results.kind == "classification":
@@ -238,42 +254,51 @@ def explained_maps(results: Results) -> dict[str, Tensor]:
     return maps
 
 
-def _measure(module: nn.Module, inputs: Tensor, options: Options, results: Results, rank: int, world_size: int) -> None:
-    """Faithfulness of this rank's share of the images (every ``world_size``-th from ``rank``), and of random maps
-    of the same sizes as the reference."""
-    indices = list(range(rank, inputs.shape[0], world_size))
-    results.measured_images = indices
-    if not indices or results.logits is None:
-        return
-    mine = torch.tensor(indices, device=inputs.device)
-    predicted = results.logits.argmax(dim=1).to(inputs.device)[mine]
+def _measure(module: nn.Module, inputs: Tensor, options: Options, results: Results) -> None:
+    """Faithfulness of the maps of ``inputs`` (the predicted class), and of random maps of the same sizes as the
+    reference."""
+    predicted = results.logits.argmax(dim=1).to(inputs.device)  # type: ignore[union-attr]
     settings = dict(steps=options.faithfulness_steps, output_key=options.output_key)
     references: dict[tuple[int, ...], dict[str, Tensor]] = {}
     for name, maps in explained_maps(results).items():
-        selected = maps.to(inputs.device)[mine]
-        results.faithfulness[name] = faithfulness(module, inputs[mine], selected, predicted, **settings)
+        results.faithfulness[name] = faithfulness(module, inputs, maps.to(inputs.device), predicted, **settings)
         size = tuple(maps.shape[-2:])
         if size not in references:
             references[size] = random_faithfulness(
-                module, inputs[mine], predicted, map_size=size, seed=options.seed, **settings
+                module, inputs, predicted, map_size=size, seed=options.seed, **settings
             )
         results.faithfulness_random[name] = references[size]
 
 
+#: The per-image fields of :class:`Results` that ranks compute for their share of the images.
+PER_IMAGE_DICTS = (
+    "cams_predicted", "cams_true", "attributions_predicted", "attributions_true", "faithfulness", "faithfulness_random"
+)
+
+
 def gather_measures(results: Results, gather: Callable[[object], list] = lambda value: [value]) -> Results:
-    """Put every rank's faithfulness together, in image order; ``gather`` returns every rank's object in rank order
-    (the default is the single-process identity)."""
-    shares = gather((results.measured_images, results.faithfulness, results.faithfulness_random))
-    if not any(indices for indices, _, _ in shares):
+    """Put every rank's share of the per-image results (the logits, the maps, their faithfulness) together, in image
+    order; ``gather`` returns every rank's object in rank order (the default is the single-process identity)."""
+    if results.kind != "classification":
+        return results
+    fields = {name: getattr(results, name) for name in PER_IMAGE_DICTS}
+    shares = [share for share in gather((results.measured_images, results.logits, fields)) if share[0]]
+    if len(shares) < 2:
         return results
     order = torch.tensor([index for indices, _, _ in shares for index in indices]).argsort()
-    for field_index, target in ((1, results.faithfulness), (2, results.faithfulness_random)):
-        names = next((share[field_index] for share in shares if share[field_index]), {})
-        for name, metrics in names.items():
-            target[name] = {
-                metric: torch.cat([share[field_index][name][metric].cpu() for share in shares if share[0]])[order]
-                for metric in metrics
-            }
+
+    def joined(parts: list[Tensor]) -> Tensor:
+        return torch.cat([part.cpu() for part in parts])[order]
+
+    results.logits = joined([logits for _, logits, _ in shares])
+    for name in PER_IMAGE_DICTS:
+        first = shares[0][2][name]
+        if name.startswith("faithfulness"):
+            merged = {key: {metric: joined([share[2][name][key][metric] for share in shares]) for metric in metrics}
+                      for key, metrics in first.items()}
+        else:
+            merged = {key: joined([share[2][name][key] for share in shares]) for key in first}
+        setattr(results, name, merged)
     results.measured_images = sorted(index for indices, _, _ in shares for index in indices)
     return results
 

@@ -90,6 +90,32 @@ def test_faithfulness_and_drift_scalars_are_logged_for_every_map_beside_random_m
     )
 
 
+@pytest.mark.parametrize("method", ["gradcam", "scorecam"])
+def test_maps_and_faithfulness_split_across_ranks_equal_one_process(method):
+    from lightning_cnnsee import Options, visualize
+    from lightning_cnnsee.visualization import gather_measures
+
+    torch.manual_seed(0)
+    model = TinyClassifier()
+    images, labels = next(iter(make_loaders(count=32)[1]))
+    options = Options(techniques=["gradcam", "attributions", "faithfulness"], cam_method=method,
+                      attribution_methods=["saliency", "occlusion"], faithfulness_steps=5)
+    whole = visualize(model, images[:5], labels[:5], options)
+    shares = [visualize(model, images[:5], labels[:5], options, rank=rank, world_size=3) for rank in range(3)]
+    assert [share.measured_images for share in shares] == [[0, 3], [1, 4], [2]]
+    everyone = [(share.measured_images, share.logits, {name: getattr(share, name) for name in (
+        "cams_predicted", "cams_true", "attributions_predicted", "attributions_true", "faithfulness",
+        "faithfulness_random")}) for share in shares]
+    merged = gather_measures(shares[0], lambda value: everyone)
+    torch.testing.assert_close(merged.logits, whole.logits)
+    for name in ("cams_predicted", "cams_true", "attributions_predicted", "attributions_true"):
+        for key, maps in getattr(whole, name).items():
+            torch.testing.assert_close(getattr(merged, name)[key], maps.cpu(), atol=1e-5, rtol=1e-4)
+    for key, metrics in whole.faithfulness.items():
+        for metric, values in metrics.items():
+            torch.testing.assert_close(merged.faithfulness[key][metric], values.cpu(), atol=1e-5, rtol=1e-4)
+
+
 class Frozen(TinyClassifier):
     """Trains with a learning rate of zero: its maps never change, the case the randomization check catches."""
 
