@@ -1,10 +1,10 @@
 """See what your CNN sees while it trains: CAMs, pixel attributions, filter ascent, activations, and how faithful
 the maps are and how they change, logged to every logger of a Lightning Trainer.
 
-The core (:func:`grad_cam` (every CAM method), :func:`attribute`, :func:`filter_ascent` with composable objectives,
-:func:`capture_activations`, :func:`faithfulness`, :func:`spearman`, and :func:`visualize` for a whole run) is pure
-PyTorch and works on any ``nn.Module``; :class:`CNNSee` is the Lightning callback built on it. Names are imported on first use, so
-``cnnsee report`` and ``cnnsee export`` start without loading torch or Lightning.
+The core (:func:`grad_cam` with every CAM method, :func:`attribute`, :func:`filter_ascent` with composable
+objectives, :func:`capture_activations`, :func:`faithfulness`, :func:`spearman`, and :func:`visualize` for a whole
+run) is pure PyTorch and works on any ``nn.Module``; :class:`CNNSee` is the Lightning callback built on it. Names are
+imported on first use, so ``cnnsee report`` and ``cnnsee export`` start without loading torch or Lightning.
 """
 
 from __future__ import annotations

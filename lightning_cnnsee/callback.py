@@ -13,7 +13,6 @@ import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_cnnsee.batches import BatchKey
@@ -33,16 +32,16 @@ from lightning_cnnsee.distributed import (
     refuse_sharded_strategies,
     wait_for_all_ranks,
 )
+from lightning_cnnsee.drift import DriftTracker
 from lightning_cnnsee.fixed_images import FixedImages
 from lightning_cnnsee.hooks import run_eagerly
+from lightning_cnnsee.layers import LayerPicks
 from lightning_cnnsee.options import TECHNIQUES, Options, default_name
 from lightning_cnnsee.render import render_results
 from lightning_cnnsee.scalars import failed_sanity_checks, run_scalars
 from lightning_cnnsee.schedule import Schedule
-from lightning_cnnsee.layers import LayerPicks
 from lightning_cnnsee.selection import LayerChoice, adopt_picks, check_layer_names, example_input, probe
 from lightning_cnnsee.tags import make_tag
-from lightning_cnnsee.drift import DriftTracker
 from lightning_cnnsee.visualization import (
     Results,
     estimate_pattern_seconds,

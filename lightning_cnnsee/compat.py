@@ -14,9 +14,9 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import random
-import contextlib
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any

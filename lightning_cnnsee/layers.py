@@ -76,7 +76,8 @@ def select_output(output: object, key: OutputKey = None) -> torch.Tensor:
     """Pick the logits tensor out of a model's output.
 
     ``key=None`` accepts a tensor, the first tensor of a tuple or list, or the entry ``"logits"`` (a Hugging Face
-    style output) or else ``"out"`` (torchvision's segmentation models) of a mapping. An int indexes a tuple or list; a string indexes a mapping or names an attribute.
+    style output) or else ``"out"`` (torchvision's segmentation models) of a mapping. An int indexes a tuple or list;
+    a string indexes a mapping or names an attribute.
     """
     if key is None:
         if isinstance(output, torch.Tensor):

@@ -18,7 +18,6 @@ from tiny import RecordingCNNSee, TinyClassifier, make_loaders  # noqa: E402
 
 import lightning_cnnsee.callback as callback_module  # noqa: E402
 import lightning_cnnsee.visualization as visualize_module  # noqa: E402
-from lightning_cnnsee import CNNSee  # noqa: E402
 
 
 SHARE = []  # the number of patterns this rank optimized in each run
