@@ -505,6 +505,11 @@ def cam(
         >>> maps = cam(segmenter, torch.rand(2, 3, 16, 16), ["1"], targets=2)  # Grad-CAM of class 2's pixels
         >>> maps["1"].shape
         torch.Size([2, 16, 16])
+        >>> import torchvision
+        >>> model = torchvision.models.resnet18(num_classes=10)
+        >>> cams = grad_cam(model, torch.rand(2, 3, 64, 64), ["layer3", "layer4"], targets=3)
+        >>> cams["layer3"].shape, cams["layer4"].shape
+        (torch.Size([2, 4, 4]), torch.Size([2, 2, 2]))
     """
     maps, _ = cams_and_logits(
         model, images, layers, targets, method, kind=kind, output_key=output_key, batch_size=batch_size
@@ -512,42 +517,5 @@ def cam(
     return maps
 
 
-def grad_cam(
-    model: nn.Module,
-    images: Tensor,
-    layers: Sequence[str],
-    targets: Targets = None,
-    method: str = "gradcam",
-    *,
-    kind: str | None = None,
-    output_key: OutputKey = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-) -> dict[str, Tensor]:
-    """Class-activation maps of ``images`` at each of ``layers``: the same as :func:`cam`, under its first name.
-
-    Args:
-        model: any ``nn.Module`` returning logits (N, num_classes) or segmentation scores (N, C, H, W); its
-            train/eval flags are restored afterwards.
-        images: input batch (N, C, H, W), already normalized as the model expects.
-        layers: names from ``model.named_modules()`` whose outputs are (N, C, h, w) maps.
-        targets: ``None`` for each image's predicted class, an int for one class for every image, or N class
-            indices (a LongTensor or list) for one class per image.
-        method: one of :data:`ALL_CAM_METHODS` (``"gradcam"``, ``"gradcam++"``, ``"xgradcam"``, ``"layercam"``,
-            ``"hirescam"``, ``"scorecam"``, ``"ablationcam"``, ``"eigencam"``).
-        kind: ``"classification"``, ``"multilabel"``, ``"segmentation"`` or ``None`` to infer it (see :func:`cam`).
-        output_key: where the logits are when the model returns a tuple or dict (see :func:`select_output`).
-        batch_size: masked or ablated inputs per forward pass (gradient-free methods only).
-
-    Returns:
-        ``{layer: cam}`` with each ``cam`` a float32 tensor (N, h, w) at the layer's own resolution, non-negative
-        and not normalized.
-
-    Example::
-
-        >>> import torch, torchvision
-        >>> model = torchvision.models.resnet18(num_classes=10)
-        >>> cams = grad_cam(model, torch.rand(2, 3, 64, 64), ["layer3", "layer4"], targets=3)
-        >>> cams["layer3"].shape, cams["layer4"].shape
-        (torch.Size([2, 4, 4]), torch.Size([2, 2, 2]))
-    """
-    return cam(model, images, layers, targets, method, kind=kind, output_key=output_key, batch_size=batch_size)
+#: :func:`cam` under its first name, the one ``lightning_cnnsee`` exports (``lightning_cnnsee.cam`` is this module).
+grad_cam = cam
