@@ -116,6 +116,17 @@ def test_maps_and_faithfulness_split_across_ranks_equal_one_process(method):
             torch.testing.assert_close(merged.faithfulness[key][metric], values.cpu(), atol=1e-5, rtol=1e-4)
 
 
+def test_num_diverse_shows_that_many_different_patterns_per_channel(tmp_path):
+    callback = RecordingCNNSee(techniques=["filters", "classes"], num_diverse=2, num_filters=2, max_classes=2,
+                               ascent_steps=6, num_samples=4, max_overhead=None)
+    fit(tmp_path, callback, max_epochs=1)
+    results = callback.last_results
+    for found in [*results.filters.values(), results.classes]:
+        assert found.channels == [0, 0, 1, 1]  # channel-major, two images each
+        assert not torch.equal(found.images[0], found.images[1])  # different starts, pushed apart
+        assert found.images.shape[0] == 4 and found.activations.shape == (4,)
+
+
 class Frozen(TinyClassifier):
     """Trains with a learning rate of zero: its maps never change, the case the randomization check catches."""
 
