@@ -349,6 +349,20 @@ def polyline_points(element: ET.Element) -> list[tuple[float, float]]:
     return [tuple(map(float, pair.split(","))) for pair in element.get("points").split()]
 
 
+def test_a_layers_charts_stand_beside_its_images_and_the_others_in_sections_of_their_own(report):
+    sections = re.findall(r'<section class="(tag|charts)"[^>]*>.*?<h2>(.*?)</h2>(.*?)</section>', report, re.S)
+    charts_in = {heading: re.findall(r"<figcaption>([^<]*)</figcaption><svg", body) for _, heading, body in sections}
+    image_tags = [heading for kind, heading, _ in sections if kind == "tag"]
+    beside = {tag: titles for tag, titles in charts_in.items() if tag in image_tags and titles}
+    assert beside, charts_in
+    for tag, titles in beside.items():
+        layer = tag.split("/", 2)[2]
+        assert all(f" · {layer}" in title for title in titles), (tag, titles)
+    assert "overhead" in charts_in["cnnsee/overhead"]  # no layer: a section of its own
+    placed = [title for titles in charts_in.values() for title in titles]
+    assert sorted(placed) == sorted(entry["title"] for entry in page_data(report)["charts"])  # each chart once
+
+
 def test_the_report_draws_a_chart_per_layer_and_metric_with_a_line_per_series(logs, report):
     charts = {entry["title"]: (entry, svg) for entry, svg in page_charts(report)}
     lines = {

@@ -4,8 +4,8 @@ The page needs nothing but itself: images are embedded as base64 ``data:`` URIs,
 (``assets/report.css``, ``assets/report.js``) are inline, the charts are inline SVG; nothing is fetched. Each image
 tag (``cnnsee/gradcam/<layer>``, ...) gets a section with one column per run and a slider over the steps of all
 runs; a run without an image at the chosen step shows its latest earlier one, marked. A slider at the top moves every
-tag at once and can play the steps as an animation. CNNSee's scalars (faithfulness, drift, overhead) are drawn as
-line charts (:mod:`.charts`). A table compares the runs' hyper-parameters, CNNSee options (from ``LightningCLI``'s
+tag at once and can play the steps as an animation. CNNSee's scalars are drawn as line charts (:mod:`.charts`): a
+layer's or method's faithfulness and drift under its images, the others (overhead) in sections of their own. A table compares the runs' hyper-parameters, CNNSee options (from ``LightningCLI``'s
 ``config.yaml``) and last scalar values, marking the rows that differ (the rows where all runs agree show on
 request). The page opens at the last step; without JavaScript it still shows that step and every chart.
 
@@ -42,7 +42,7 @@ from typing import Any
 from lightning_cnnsee.review.charts import Chart, chart_svg, charts_of
 from lightning_cnnsee.review.logs import load_runs, progress_bar
 from lightning_cnnsee.review.runs import Frame, Run, evenly_spaced, format_value
-from lightning_cnnsee.tags import PREFIX, tag_order
+from lightning_cnnsee.tags import PREFIX, parse_tag, tag_order
 
 
 @dataclass
@@ -134,7 +134,18 @@ class ReportPage:
     def __init__(self, runs: list[Run], *, title: str = "CNNSee", progress: bool | None = None) -> None:
         self.runs, self.title, self.progress = runs, title, progress
         self.tags = tag_order(tag for run in runs for tag in run.images)
-        self.charts: list[Chart] = charts_of(runs)
+        charts = charts_of(runs)
+        # a layer's or method's charts (faithfulness, drift) go beside its images; the others in sections of their own
+        self.beside: dict[str, list[Chart]] = {}
+        for tag in self.tags:
+            parsed = parse_tag(tag)
+            mine = [c for c in charts if c.subject and (c.instance, c.subject) == (parsed.instance, parsed.name)]
+            if mine:
+                self.beside[tag] = mine
+                charts = [c for c in charts if all(c is not chart for chart in mine)]
+        self.apart = charts
+        # the page's order, which the page's data follows (the script finds chart i as the i-th <svg class="chart">)
+        self.charts: list[Chart] = [c for tag in self.tags for c in self.beside.get(tag, [])] + self.apart
 
     def _index_pictures(self) -> tuple[list[dict[str, Any]], list[Frame], set[int]]:
         """Per tag, ``{"tag", "steps", "frames": per run [[step, picture index], ...] or None}``; one frame per
@@ -214,16 +225,14 @@ class ReportPage:
             _runs_table(runs),
             "",
         ] if part)
-        first_chart = 0
-        for number, (heading, charts) in enumerate(chart_groups):
-            yield self._chart_section(number, heading, charts, first_chart) + "\n"
-            first_chart += len(charts)
         cells = sum(1 for entry in tag_data for frames in entry["frames"] if frames)
         bar = progress_bar(None, self.progress, total=cells + len(pictures) - len(inline), desc="embedding images",
                            unit="image")
         for number, entry in enumerate(tag_data):
             yield from self._tag_section(number, entry, pictures)
             bar.update(sum(1 for frames in entry["frames"] if frames))
+        for number, (heading, charts) in enumerate(chart_groups):
+            yield self._chart_section(number, heading, charts) + "\n"
         # The images the page opens with are in their <img src>; the script takes them from there, so the data holds
         # null for them instead of a second copy.
         data = {"runs": [run.name for run in runs], "tags": tag_data, "steps": all_steps,
@@ -243,23 +252,27 @@ class ReportPage:
         yield f"]}}</script>\n<script>{asset('report.js')}</script>\n</body></html>"
 
     def _chart_groups(self) -> list[tuple[str, list[Chart]]]:
-        """The charts grouped by instance and kind, in order: one section each (``cnnsee/faithfulness``, ...)."""
+        """The charts not shown beside images, grouped by instance and kind, in order: one section each
+        (``cnnsee/overhead``, ...)."""
         groups: dict[tuple[str, str], list[Chart]] = {}
-        for chart in self.charts:
+        for chart in self.apart:
             groups.setdefault((chart.instance, chart.kind), []).append(chart)
         return [("/".join(part for part in (PREFIX, instance, kind) if part), charts)
                 for (instance, kind), charts in groups.items()]
 
-    def _chart_section(self, number: int, heading: str, charts: list[Chart], first_chart: int) -> str:
+    def _chart_grid(self, charts: list[Chart]) -> str:
         esc = html.escape
         names = [run.name for run in self.runs]
         figures = "".join(
             f'<figure class="chart-figure"><figcaption>{esc(chart.title)}</figcaption>'
-            f"{chart_svg(chart, names, first_chart + i)}</figure>"
-            for i, chart in enumerate(charts)
+            f"{chart_svg(chart, names, next(i for i, c in enumerate(self.charts) if c is chart))}</figure>"
+            for chart in charts
         )
-        return (f'<section class="charts" id="charts-{number}"><div class="tag-head"><h2>{esc(heading)}</h2></div>'
-                f'<div class="chart-grid">{figures}</div></section>')
+        return f'<div class="chart-grid">{figures}</div>'
+
+    def _chart_section(self, number: int, heading: str, charts: list[Chart]) -> str:
+        return (f'<section class="charts" id="charts-{number}"><div class="tag-head"><h2>{html.escape(heading)}</h2>'
+                f"</div>{self._chart_grid(charts)}</section>")
 
     def _tag_section(self, number: int, entry: dict[str, Any], pictures: list[Frame]) -> Iterator[str]:
         esc = html.escape
@@ -292,7 +305,10 @@ class ReportPage:
                 f'" data-image="{image}" data-step="{step}" width="{frame.width}" height="{frame.height}" '
                 f'alt="{esc(tag)}, {esc(run.name)}"></figure>'
             )
-        yield "</div></section>\n"
+        yield "</div>"
+        if tag in self.beside:
+            yield self._chart_grid(self.beside[tag])
+        yield "</section>\n"
 
 
 def _runs_table(runs: list[Run]) -> str:
