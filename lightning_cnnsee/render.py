@@ -27,6 +27,8 @@ from torchvision.utils import make_grid
 
 from lightning_cnnsee.tags import make_tag
 
+from lightning_cnnsee.targets import class_indices
+
 if TYPE_CHECKING:
     from lightning_cnnsee.options import Options
     from lightning_cnnsee.visualization import Results
@@ -322,6 +324,7 @@ def render_results(
     display = denormalize(images, options.mean, options.std)
     rendered: dict[str, Tensor] = {}
     if results.kind == "classification" and results.logits is not None:
+        labels = class_indices(labels, results.kind)
         rendered.update(_render_classification(results, display, labels, options, instance))
     elif results.pairs is not None and results.logits is not None:
         rendered.update(_render_pairs(results, display, labels, options, instance))

@@ -126,6 +126,20 @@ def model_kind(output: object, labels: Tensor | None = None, *, output_key: Outp
     )
 
 
+def class_indices(labels: Tensor | None, kind: str) -> Tensor | None:
+    """A classifier's labels as (N,) class indices: one-hot (N, C) labels become their ``argmax``; other kinds' labels
+    are returned as they are.
+
+    Example::
+
+        >>> class_indices(torch.tensor([[0, 1, 0], [1, 0, 0]]), "classification").tolist()
+        [1, 0]
+    """
+    if kind == "classification" and labels is not None and labels.ndim == 2:
+        return labels.argmax(dim=1)
+    return labels
+
+
 def _check_scores(scores: Tensor, kind: str) -> None:
     expected = 4 if kind == "segmentation" else 2
     if scores.ndim != expected:

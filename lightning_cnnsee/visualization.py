@@ -39,7 +39,7 @@ from lightning_cnnsee.layers import select_output
 from lightning_cnnsee.metrics import faithfulness, random_faithfulness
 from lightning_cnnsee.options import Options
 from lightning_cnnsee.selection import LayerChoice, choose_layers, device_and_dtype
-from lightning_cnnsee.targets import model_kind, multilabel_targets
+from lightning_cnnsee.targets import class_indices, model_kind, multilabel_targets
 
 
 class PatternJob(NamedTuple):
@@ -151,6 +151,7 @@ def visualize(
             with torch.no_grad(), eval_mode(module):
                 scores = select_output(module(inputs), options.output_key).detach().float()
             kind = options.model_kind if options.model_kind != "auto" else model_kind(scores, labels)
+            labels = class_indices(labels, kind)
             if kind == "classification":
                 # a classifier's maps and their faithfulness are per image: each rank takes every world_size-th
                 # image (the masked forwards of Score-CAM, Ablation-CAM, occlusion and the metrics cost the most)

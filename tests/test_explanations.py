@@ -237,3 +237,22 @@ def test_a_segmentation_model_gets_the_predicted_mask_and_a_map_per_class(tmp_pa
     for image, cls in zip(images_index.tolist(), classes.tolist()):
         assert bool((predicted[image] == cls).any())  # a map per class of the predicted mask
     assert len(results.classes.channels) == 3  # class patterns: the output channels
+
+
+def test_one_hot_labels_of_a_classifier_given_its_kind_become_class_indices(tmp_path):
+    train, val = make_loaders(count=32)
+    one_hot = [DataLoader(TensorDataset(x, nn.functional.one_hot(y, 4)), batch_size=8)
+               for x, y in (loader.dataset.tensors for loader in (train, val))]
+
+    class OneHot(TinyClassifier):
+        def training_step(self, batch, batch_idx):
+            return super().training_step((batch[0], batch[1].argmax(dim=1)), batch_idx)
+
+        def validation_step(self, batch, batch_idx):
+            return super().validation_step((batch[0], batch[1].argmax(dim=1)), batch_idx)
+
+    callback = RecordingCNNSee(model_kind="classification", techniques=["gradcam"], strict=True, **FAST)
+    trainer, _ = fit(tmp_path, callback, model=OneHot(), loaders=one_hot, max_epochs=1)
+    results = callback.last_results
+    assert results.kind == "classification" and set(results.cams_true) == {"features"}
+    assert "cnnsee/gradcam/features" in read_images(trainer.logger.log_dir)
