@@ -368,7 +368,6 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
                 results = gather_patterns(results, lambda tensor: gather_tensor(trainer, tensor))
                 results = gather_measures(results, lambda value: gather_objects(trainer, value))
             if rank == 0:
-                self._log_numbers(trainer, results, final)
                 images = render_results(results, self.fixed.images, self.fixed.labels, self.options,
                                         instance=self.instance)
                 for tag, image in images.items():
@@ -378,6 +377,11 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
         except Exception as error:  # after the last collective: rank 0 alone may fail here, safely
             self._report(trainer, error, "rendering or logging")
             return None
+        if rank == 0:
+            try:  # apart from the images: a number that cannot be made must not cost the pictures
+                self._log_numbers(trainer, results, final)
+            except Exception as error:
+                self._report(trainer, error, "the faithfulness and drift scalars")
         return results if rank == 0 else None
 
     def _log_numbers(self, trainer: Any, results: Results, final: bool) -> None:

@@ -256,3 +256,17 @@ def test_one_hot_labels_of_a_classifier_given_its_kind_become_class_indices(tmp_
     results = callback.last_results
     assert results.kind == "classification" and set(results.cams_true) == {"features"}
     assert "cnnsee/gradcam/features" in read_images(trainer.logger.log_dir)
+
+
+def test_a_failing_number_costs_neither_the_images_nor_the_training(tmp_path, monkeypatch):
+    import lightning_cnnsee.callback as callback_module
+
+    def broken(*args, **kwargs):
+        raise ValueError("drift exploded")
+
+    monkeypatch.setattr(callback_module, "run_scalars", broken)
+    trainer, said = fit(tmp_path, CNNSee(**FAST), max_epochs=2)
+    assert [message for message in said if "drift exploded" in message] != []
+    assert len([message for message in said if "drift exploded" in message]) == 1  # said once
+    assert read_images(trainer.logger.log_dir)["cnnsee/gradcam/features"] == [0, 4, 8]
+    assert trainer.current_epoch == 2
