@@ -476,3 +476,27 @@ def test_images_must_be_a_float_batch_of_maps() -> None:
         attribute(make_cnn(), torch.rand(3, 16, 16), "saliency")
     with pytest.raises(ValueError, match="floating-point"):
         attribute(make_cnn(), torch.zeros(1, 3, 16, 16, dtype=torch.long), "saliency")
+
+
+class ViewsItsFeatures(nn.Module):
+    """Flattens a feature map with ``.view()``, which a channels-last tensor refuses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 8 * 8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = torch.relu(self.conv(x))
+        return self.fc(features.view(features.shape[0], -1))
+
+
+def test_occlusion_falls_back_to_the_usual_layout_for_a_model_that_views_its_features() -> None:
+    model = ViewsItsFeatures()
+    images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(RuntimeError, match="view"):  # the layout occlusion tries first
+        model(images.contiguous(memory_format=torch.channels_last))
+    ours = attribute(model, images, "occlusion", [0, 2], sliding_window_shapes=(3, 2, 2), strides=(3, 2, 2))
+    assert_matches(ours, captum_result("occlusion", model, images, [0, 2], sliding_window_shapes=(3, 2, 2),
+                                       strides=(3, 2, 2)))
