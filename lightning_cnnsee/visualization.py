@@ -133,7 +133,9 @@ def visualize(
     Args:
         module: any ``nn.Module`` returning logits (or a tuple/dict holding them: ``options.output_key``).
         images: (N, C, H, W) inputs, normalized as the model expects (any device: moved to the module's).
-        labels: (N,) true classes, for the second row of Grad-CAM; ``None`` shows predictions only.
+        labels: the true classes: (N,) class indices (or one-hot (N, C)) of a classifier, for the second row of
+            its maps; (N, C) multi-hot labels of a multi-label model; (N, H, W) masks of a segmentation model.
+            ``None`` shows predictions only.
         options: what to show (default: :class:`Options` ()).
         choice: the layers, when already chosen (default: :func:`choose_layers` on the first image).
         include_maps: compute the maps (CAMs, attributions) and their faithfulness, each rank for its share of the
@@ -161,8 +163,8 @@ def visualize(
             results.kind, results.measured_images = kind, share
             if share:
                 index = torch.tensor(share, device=inputs.device)
-                mine = None if labels is None else labels[index]
-                _explain(module, inputs[index], scores[index], mine, options, choice, results)
+                my_labels = None if labels is None else labels[index]
+                _explain(module, inputs[index], scores[index], my_labels, options, choice, results)
                 if "faithfulness" in options.techniques and kind == "classification":
                     _measure(module, inputs[index], options, results)
         if include_maps and rank == 0 and "activations" in options.techniques and choice.activations:
@@ -170,10 +172,10 @@ def visualize(
         started = time.perf_counter()
         if include_patterns:
             results.pattern_jobs = pattern_jobs(choice, options)
-            mine = split_jobs(results.pattern_jobs, rank, world_size)
+            my_jobs = split_jobs(results.pattern_jobs, rank, world_size)
             per_rank = -(-len(results.pattern_jobs) // world_size)
             results.pattern_images, results.pattern_activations = ascend(
-                module, mine, tuple(inputs.shape[1:]), options, pad_to=per_rank
+                module, my_jobs, tuple(inputs.shape[1:]), options, pad_to=per_rank
             )
         results.patterns_seconds = time.perf_counter() - started
     if world_size == 1:
