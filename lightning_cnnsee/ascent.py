@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_cnnsee.hooks import eval_mode, gradients_enabled
-from lightning_cnnsee.layers import OutputKey
+from lightning_cnnsee.layers import OutputKey, device_and_dtype
 from lightning_cnnsee.objectives import Objective, _ObjectiveBatch, channel, diversity, forward_to
 
 PARAMETERIZATIONS = ("fft", "pixel")
@@ -160,13 +160,6 @@ def random_transform(
     return F.grid_sample(images - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 0.5
 
 
-def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        if tensor.is_floating_point():
-            return tensor.device, tensor.dtype
-    return torch.device("cpu"), torch.float32
-
-
 def _as_channel_tensor(values: Sequence[float] | None, channels: int, name: str, default: float) -> Tensor:
     if values is None:
         return torch.full((channels,), default)
@@ -260,7 +253,7 @@ def filter_ascent(
         optimized = [o + diversity_weight * diversity(layer) for o in reported]
     image_channels = [c for c in channel_list for _ in range(num_diverse)]  # channel-major
     with gradients_enabled(), eval_mode(model):  # everything made here must be usable by autograd
-        device, dtype = _model_device_dtype(model)
+        device, dtype = device_and_dtype(model)
         mean_t = _as_channel_tensor(mean, shape[0], "mean", 0.0).to(device)[None, :, None, None]
         std_t = _as_channel_tensor(std, shape[0], "std", 1.0).to(device)[None, :, None, None]
         generators = [channel_generator(seed, c, i % num_diverse) for i, c in enumerate(image_channels)]

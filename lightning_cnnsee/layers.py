@@ -50,6 +50,14 @@ def find_layer(model: nn.Module, name: str) -> nn.Module | None:
     return named_layers(model).get(plain_name(name))
 
 
+def device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Device and floating dtype of ``model``'s first floating parameter or buffer (CPU, float32 without one)."""
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.device, tensor.dtype
+    return torch.device("cpu"), torch.float32
+
+
 def resolve_layer_names(model: nn.Module, names: Sequence[str]) -> list[str]:
     """Check that every name is a layer of ``model``; raise ``ValueError`` listing the closest real names.
 

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_cnnsee.hooks import eval_mode, gradients_enabled
-from lightning_cnnsee.layers import LayerPicks, pick_layers, resolve_layer_names
+from lightning_cnnsee.layers import LayerPicks, device_and_dtype, pick_layers, resolve_layer_names
 from lightning_cnnsee.options import Options
 
 
@@ -146,11 +146,3 @@ def example_input(module: nn.Module) -> Tensor | None:
         example = torch.zeros(1, first_conv.in_channels, 64, 64)
     device, dtype = device_and_dtype(module)
     return example.to(device=device, dtype=dtype if example.is_floating_point() else torch.float32)
-
-
-def device_and_dtype(module: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """Device and floating dtype of ``module``'s first floating parameter (CPU, float32 without one)."""
-    for parameter in module.parameters():
-        if parameter.is_floating_point():
-            return parameter.device, parameter.dtype
-    return torch.device("cpu"), torch.float32

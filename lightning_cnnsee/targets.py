@@ -25,7 +25,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -38,24 +38,9 @@ KINDS: tuple[str, ...] = ("classification", "multilabel", "segmentation")
 Targets = int | Tensor | Sequence[int] | None
 
 
-def select_scores(output: object, output_key: OutputKey = None) -> Tensor:
-    """Pick the scores out of a model output: :func:`~lightning_cnnsee.layers.select_output`, plus ``output["out"]``.
-
-    Args:
-        output: what the model returned (a tensor, a tuple or list, a mapping, an object with ``.logits``).
-        output_key: where the scores are, as for ``select_output``; with ``None`` a mapping without ``"logits"`` but
-            with ``"out"`` (torchvision's segmentation models return ``{"out": ..., "aux": ...}``) gives ``"out"``.
-
-    Example::
-
-        >>> import torch
-        >>> select_scores({"out": torch.zeros(1, 3, 4, 4), "aux": torch.ones(1, 3, 4, 4)}).sum().item()
-        0.0
-    """
-    if output_key is None and isinstance(output, Mapping) and "logits" not in output:
-        if isinstance(output.get("out"), Tensor):
-            return output["out"]
-    return select_output(output, output_key)
+#: The scores of a model output: :func:`~lightning_cnnsee.layers.select_output`, which also finds a dict's ``"out"``
+#: (torchvision's segmentation models return ``{"out": ..., "aux": ...}``).
+select_scores = select_output
 
 
 def check_kind(kind: str) -> str:

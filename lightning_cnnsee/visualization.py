@@ -35,10 +35,10 @@ from lightning_cnnsee.attributions import attribute
 from lightning_cnnsee.cam import cams_for_targets
 from lightning_cnnsee.distributed import split_jobs, unsplit
 from lightning_cnnsee.hooks import eval_mode, gradients_enabled
-from lightning_cnnsee.layers import select_output
+from lightning_cnnsee.layers import device_and_dtype, select_output
 from lightning_cnnsee.metrics import faithfulness, random_faithfulness
 from lightning_cnnsee.options import Options
-from lightning_cnnsee.selection import LayerChoice, choose_layers, device_and_dtype
+from lightning_cnnsee.selection import LayerChoice, choose_layers
 from lightning_cnnsee.targets import class_indices, model_kind, multilabel_targets
 
 

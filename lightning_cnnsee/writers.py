@@ -479,14 +479,3 @@ class LogSinks:
         if not any(destination.loggers for destination in self._destinations):
             return "CNNSee found no logger: " + "; ".join(d.where for d in self._destinations) + "."
         return "CNNSee logs its images to " + "; ".join(d.describe() for d in self._destinations) + "."
-
-
-def tensorboard_writers(loggers: list[object]) -> list[ImageWriter]:
-    """A writer into the ``SummaryWriter`` of every TensorBoard logger among ``loggers`` (of either Lightning
-    package, or a subclass). :meth:`LogSinks.for_loggers` serves every logger; this stays for callers of the
-    TensorBoard-only API."""
-    return [
-        TensorBoardImageWriter(logger.experiment)
-        for logger in loggers
-        if is_lightning_logger(logger, "TensorBoardLogger")
-    ]

@@ -14,7 +14,6 @@ from lightning_cnnsee.writers import (
     Png,
     PngWriter,
     TensorBoardImageWriter,
-    tensorboard_writers,
     to_uint8_hwc,
     use_fast_checksums,
 )
@@ -67,19 +66,6 @@ def test_png_holds_the_bytes_of_its_pixels():
     png = Png.encode(image)
     assert (png.channels, png.height, png.width) == (3, 6, 10)
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(png.data))), png.pixels)
-
-
-def test_tensorboard_writers_serve_the_tensorboard_loggers_of_both_lightning_packages(tmp_path):
-    import lightning.pytorch.loggers as lightning_loggers
-    import pytorch_lightning.loggers as pl_loggers
-
-    loggers = [
-        lightning_loggers.TensorBoardLogger(str(tmp_path), name="a"),
-        pl_loggers.CSVLogger(str(tmp_path)),
-        pl_loggers.TensorBoardLogger(str(tmp_path), name="b"),
-    ]
-    writers = tensorboard_writers(loggers)
-    assert [writer.writer for writer in writers] == [loggers[0].experiment, loggers[2].experiment]
 
 
 def test_png_writer_keeps_every_tag_inside_its_folder(tmp_path):
