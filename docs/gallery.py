@@ -21,7 +21,7 @@ import torch
 from torchvision.utils import save_image
 
 from lightning_cnnsee import CAM_METHODS, CNNSee, attribute, filter_ascent, grad_cam
-from lightning_cnnsee.attributions import ATTRIBUTION_METHODS
+from lightning_cnnsee.attributions import ATTRIBUTION_METHODS, attribution_map
 from lightning_cnnsee.cam import ALL_CAM_METHODS
 from lightning_cnnsee.data import CLASS_NAMES, MEAN, STD
 from lightning_cnnsee.demo import ShapesDataModule, run_demo
@@ -114,7 +114,7 @@ def main() -> None:
     settings = {"occlusion": {"sliding_window_shapes": (3, 6, 6), "strides": (3, 3, 3)},
                 "guided_gradcam": {"layer": "features"}}
     attributions = {
-        method: attribute(model, images, method, **settings.get(method, {})).sum(dim=1)
+        method: attribution_map(attribute(model, images, method, **settings.get(method, {})))
         for method in sorted(ATTRIBUTION_METHODS)
     }
     save_image(rows_of_methods(display, attributions, predicted, SIGNED_ATTRIBUTIONS),

@@ -392,6 +392,18 @@ ATTRIBUTION_METHODS: dict[str, Callable[..., Tensor]] = {
 }
 
 
+def attribution_map(attributions: Tensor) -> Tensor:
+    """Attributions (N, C, H, W) as one map per image (N, H, W): summed over the channels, the sign kept (maps
+    already (N, H, W), a CAM's, come back as they are), in float32.
+
+    Example::
+
+        >>> attribution_map(torch.ones(2, 3, 4, 5)).shape
+        torch.Size([2, 4, 5])
+    """
+    return attributions.float().sum(dim=1) if attributions.ndim == 4 else attributions.float()
+
+
 def method_options(method: str) -> dict[str, object]:
     """The options of an attribution method with their defaults, read from its function's signature.
 

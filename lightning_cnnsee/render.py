@@ -27,6 +27,7 @@ from torchvision.utils import make_grid
 
 from lightning_cnnsee.tags import make_tag
 
+from lightning_cnnsee.attributions import attribution_map
 from lightning_cnnsee.targets import class_indices
 
 if TYPE_CHECKING:
@@ -371,10 +372,10 @@ def _render_classification(
             ("attributions", results.attributions_predicted, results.attributions_true)]
     for kind, predicted_maps, true_maps in sets:
         for name, maps in predicted_maps.items():
-            rows = [maps if maps.ndim == 3 else maps.float().sum(dim=1)]
+            rows = [attribution_map(maps)]
             captions = [predicted_captions]
             if name in true_maps:
-                rows.append(true_maps[name] if true_maps[name].ndim == 3 else true_maps[name].float().sum(dim=1))
+                rows.append(attribution_map(true_maps[name]))
                 captions.append(true_captions)
             rendered[make_tag(kind, name, instance=instance)] = render_gradcam(
                 display, rows, captions, image_captions=image_captions, mistakes=mistakes,

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from lightning_cnnsee.activations import capture_activations
 from lightning_cnnsee.ascent import AscentResult, filter_ascent
-from lightning_cnnsee.attributions import attribute
+from lightning_cnnsee.attributions import attribute, attribution_map
 from lightning_cnnsee.cam import cams_for_targets
 from lightning_cnnsee.distributed import split_jobs, unsplit
 from lightning_cnnsee.hooks import eval_mode, gradients_enabled
@@ -253,7 +253,7 @@ def explained_maps(results: Results) -> dict[str, Tensor]:
     (channels summed), each (N, h, w)."""
     maps = dict(results.cams_predicted)
     for method, found in results.attributions_predicted.items():
-        maps[method] = found.float().sum(dim=1)
+        maps[method] = attribution_map(found)
     return maps
 
 
