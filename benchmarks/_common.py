@@ -26,8 +26,9 @@ import torch
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, repeats: int) -> None:
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (default 1; why: benchmarks/README.md)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (default 1; why: benchmarks/README.md)"
+    )
     parser.add_argument("--repeats", type=int, default=repeats, help=f"timed rounds per case (default {repeats})")
 
 
@@ -92,7 +93,7 @@ def median(values: Sequence[float]) -> float:
 
 def paired_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> tuple[float, float, float]:
     """Median, min and max of the per-round ratios ``numerator[i] / denominator[i]``."""
-    ratios = [a / b for a, b in zip(numerator, denominator)]
+    ratios = [a / b for a, b in zip(numerator, denominator, strict=True)]
     return statistics.median(ratios), min(ratios), max(ratios)
 
 
@@ -115,16 +116,20 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A plain-text table with aligned columns (also valid Markdown)."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths)) + " |",
-             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths, strict=True)) + " |",
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+    ]
     for row in cells[1:]:
-        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
     return "\n".join(lines)
 
 
 def missing_package_message(package: str, error: BaseException) -> str:
-    return (f"{package} is not importable ({type(error).__name__}: {error}); install the benchmark extra: "
-            "pip install -e '.[bench]'")
+    return (
+        f"{package} is not importable ({type(error).__name__}: {error}); install the benchmark extra: "
+        "pip install -e '.[bench]'"
+    )
 
 
 def print_summary(lines: Sequence[str], started: float) -> None:

@@ -36,7 +36,7 @@ diversity_weight=w)`` for w in 0, 1, 3, 10 on ResNet-18 ``layer2`` and ``layer3`
 the shapes model's ``features.15`` and ``classifier`` (6 channels, 48 steps), lr 0.4. For each: how alike a
 channel's three images look to the layer (mean cosine similarity of their Gram matrices over the pairs, by this
 script's own hook), their mean pixel distance, and their mean activation over that of one image per channel
-(``num_diverse=1``). ``DIVERSITY_WEIGHT`` in ``lightning_cnnsee/ascent.py`` comes from this table.
+(``num_diverse=1``). ``DIVERSITY_WEIGHT`` in ``lightning_cnnsee/explain/ascent.py`` comes from this table.
 """
 
 from __future__ import annotations
@@ -53,10 +53,9 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 
+import _common
 import numpy as np
 import torch
-
-import _common
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -72,8 +71,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # --------------------------------------------------------------------------------------------- measuring
-def layer_output(model: torch.nn.Module, layer: str, images: torch.Tensor, mean: Sequence[float],
-                 std: Sequence[float]) -> torch.Tensor:
+def layer_output(
+    model: torch.nn.Module, layer: str, images: torch.Tensor, mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
     """``layer``'s whole output on the images, eval mode, ``(image - mean) / std``, no grad (this script's hook)."""
     module = dict(model.named_modules())[layer]
     seen: list[torch.Tensor] = []
@@ -89,8 +89,14 @@ def layer_output(model: torch.nn.Module, layer: str, images: torch.Tensor, mean:
     return seen[0]
 
 
-def mean_activation(model: torch.nn.Module, layer: str, channels: Sequence[int], images: torch.Tensor,
-                    mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+def mean_activation(
+    model: torch.nn.Module,
+    layer: str,
+    channels: Sequence[int],
+    images: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> torch.Tensor:
     """Each image's own channel, averaged over space, at ``layer``: eval mode, ``(image - mean) / std``, no grad.
 
     Written here on purpose (not the package's hooks): the same yardstick for our images and lucent's.
@@ -119,30 +125,40 @@ def recording_adam() -> Iterator[list[torch.Tensor]]:
         torch.optim.Adam = original  # type: ignore[misc]
 
 
-def ascent_curve(model: torch.nn.Module, layer: str, channels: Sequence[int], shape: tuple[int, int, int],
-                 lr: float, mean: Sequence[float], std: Sequence[float]) -> tuple[dict[int, float], float, object]:
+def ascent_curve(
+    model: torch.nn.Module,
+    layer: str,
+    channels: Sequence[int],
+    shape: tuple[int, int, int],
+    lr: float,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> tuple[dict[int, float], float, object]:
     """``{steps: mean activation over channels}`` for CURVE_STEPS from one recorded run, its seconds per step, and
     the run's result (for the consistency check)."""
     from lightning_cnnsee import filter_ascent
-    from lightning_cnnsee.ascent import channel_generator, make_parameterization
+    from lightning_cnnsee.explain.ascent import channel_generator, make_parameterization
 
     generators = [channel_generator(0, c) for c in channels]
     start, to_image = make_parameterization("fft", generators, shape)
     with recording_adam() as snapshots:
         started = time.perf_counter()
-        result = filter_ascent(model, layer, list(channels), shape, steps=max(CURVE_STEPS), lr=lr, mean=mean,
-                               std=std)
+        result = filter_ascent(model, layer, list(channels), shape, steps=max(CURVE_STEPS), lr=lr, mean=mean, std=std)
         seconds = time.perf_counter() - started
     if len(snapshots) != max(CURVE_STEPS):
-        raise RuntimeError(f"recorded {len(snapshots)} Adam steps for steps={max(CURVE_STEPS)}: filter_ascent no "
-                           "longer makes one torch.optim.Adam step per ascent step; the curve would be wrong.")
+        raise RuntimeError(
+            f"recorded {len(snapshots)} Adam steps for steps={max(CURVE_STEPS)}: filter_ascent no "
+            "longer makes one torch.optim.Adam step per ascent step; the curve would be wrong."
+        )
     states = {0: start, **{k: snapshots[k - 1] for k in CURVE_STEPS if k > 0}}
     with torch.no_grad():
         final = to_image(states[max(CURVE_STEPS)])
         if not torch.allclose(final, result.images, atol=1e-6):
             raise RuntimeError("the recorded last step does not reproduce filter_ascent's image; curve invalid.")
-        curve = {k: float(mean_activation(model, layer, channels, to_image(state), mean, std).mean())
-                 for k, state in states.items()}
+        curve = {
+            k: float(mean_activation(model, layer, channels, to_image(state), mean, std).mean())
+            for k, state in states.items()
+        }
     return curve, seconds / max(CURVE_STEPS), (to_image, snapshots)
 
 
@@ -173,8 +189,7 @@ def compare(args: argparse.Namespace) -> list[str]:
             module._forward_hooks.clear()
 
     def ours(steps: int = COMPARE_STEPS) -> None:
-        result = filter_ascent(ours_model, "layer2", CHANNELS, shape, steps=steps, mean=IMAGENET_MEAN,
-                               std=IMAGENET_STD)
+        result = filter_ascent(ours_model, "layer2", CHANNELS, shape, steps=steps, mean=IMAGENET_MEAN, std=IMAGENET_STD)
         if steps == COMPARE_STEPS:
             found["ours"].append(result.images)
 
@@ -182,8 +197,15 @@ def compare(args: argparse.Namespace) -> list[str]:
         images = []
         for channel in channels:
             extra = {} if fixed_size is None else {"fixed_image_size": fixed_size}
-            out = render.render_vis(lucent_model, f"layer2:{channel}", param_f=lambda: param.image(COMPARE_SIZE),
-                                    thresholds=(steps,), show_image=False, progress=False, **extra)
+            out = render.render_vis(
+                lucent_model,
+                f"layer2:{channel}",
+                param_f=lambda: param.image(COMPARE_SIZE),
+                thresholds=(steps,),
+                show_image=False,
+                progress=False,
+                **extra,
+            )
             clear_hooks()
             images.append(torch.from_numpy(np.ascontiguousarray(out[-1])).permute(0, 3, 1, 2))
         if steps == COMPARE_STEPS:
@@ -197,6 +219,7 @@ def compare(args: argparse.Namespace) -> list[str]:
                 seed_global(seeds[key])
             seeds[key] += 1
             lucent(fixed_size, key)
+
         return call
 
     # warm-up: short calls (one-off costs: thread pools, oneDNN kernels, lucent's first hooks)
@@ -205,39 +228,64 @@ def compare(args: argparse.Namespace) -> list[str]:
     lucent(COMPARE_SIZE, "lucent @64", steps=2, channels=[0])
     times = _common.interleaved(
         {"ours": ours, "lucent": seeded("lucent", None), "lucent @64": seeded("lucent @64", COMPARE_SIZE)},
-        repeats=args.repeats, warmup=0,
+        repeats=args.repeats,
+        warmup=0,
     )
-    reached = {key: torch.stack([mean_activation(model, "layer2", CHANNELS, images, IMAGENET_MEAN, IMAGENET_STD)
-                                 for images in runs]) for key, runs in found.items()}  # (rounds, 8)
+    reached = {
+        key: torch.stack(
+            [mean_activation(model, "layer2", CHANNELS, images, IMAGENET_MEAN, IMAGENET_STD) for images in runs]
+        )
+        for key, runs in found.items()
+    }  # (rounds, 8)
     time_ratio = _common.paired_ratio(times["ours"], times["lucent"])
     time_ratio_64 = _common.paired_ratio(times["ours"], times["lucent @64"])
     ours_act = float(reached["ours"].mean())
 
-    print(f"== compare: 8 channels of ResNet-18 layer2, {COMPARE_SIZE}x{COMPARE_SIZE}, {COMPARE_STEPS} steps "
-          f"(rounds: {args.repeats}, interleaved; median [min-max])")
+    print(
+        f"== compare: 8 channels of ResNet-18 layer2, {COMPARE_SIZE}x{COMPARE_SIZE}, {COMPARE_STEPS} steps "
+        f"(rounds: {args.repeats}, interleaved; median [min-max])"
+    )
     rows = []
     for key in found:
         per_round = reached[key].mean(dim=1)
-        rows.append([key, f"{_common.median(times[key]):.2f} [{min(times[key]):.2f}-{max(times[key]):.2f}]",
-                     f"{_common.median(per_round.tolist()):.3f} [{float(per_round.min()):.3f}-"
-                     f"{float(per_round.max()):.3f}]",
-                     " ".join(f"{v:.2f}" for v in reached[key].median(dim=0).values.tolist())])
+        rows.append(
+            [
+                key,
+                f"{_common.median(times[key]):.2f} [{min(times[key]):.2f}-{max(times[key]):.2f}]",
+                f"{_common.median(per_round.tolist()):.3f} [{float(per_round.min()):.3f}-{float(per_round.max()):.3f}]",
+                " ".join(f"{v:.2f}" for v in reached[key].median(dim=0).values.tolist()),
+            ]
+        )
     print(_common.table(["case", "seconds (8 channels)", "mean activation", "per channel (median of rounds)"], rows))
     lucent_act = float(reached["lucent"].mean())
     lucent64_act = float(reached["lucent @64"].mean())
     wins = int((reached["ours"].median(dim=0).values >= reached["lucent"].median(dim=0).values).sum())
-    print(_common.table(
-        ["ratio / comparison", "value", "target", "verdict"],
-        [
-            ["time ours / lucent (usual loop)", _common.ratio_text(time_ratio), f"<= {TARGET_TIME_RATIO}",
-             _common.verdict(time_ratio[0], TARGET_TIME_RATIO)],
-            ["activation ours / lucent", f"{ours_act:.3f} / {lucent_act:.3f} ({wins}/8 channels ahead)",
-             ">= 1", _common.verdict(ours_act / lucent_act, 1.0, at_most=False)],
-            ["time ours / lucent @64 (info)", _common.ratio_text(time_ratio_64), "", ""],
-            ["activation ours / lucent @64 (info)", f"{ours_act:.3f} / {lucent64_act:.3f}", "",
-             f"{ours_act / lucent64_act:.2f}x"],
-        ],
-    ))
+    print(
+        _common.table(
+            ["ratio / comparison", "value", "target", "verdict"],
+            [
+                [
+                    "time ours / lucent (usual loop)",
+                    _common.ratio_text(time_ratio),
+                    f"<= {TARGET_TIME_RATIO}",
+                    _common.verdict(time_ratio[0], TARGET_TIME_RATIO),
+                ],
+                [
+                    "activation ours / lucent",
+                    f"{ours_act:.3f} / {lucent_act:.3f} ({wins}/8 channels ahead)",
+                    ">= 1",
+                    _common.verdict(ours_act / lucent_act, 1.0, at_most=False),
+                ],
+                ["time ours / lucent @64 (info)", _common.ratio_text(time_ratio_64), "", ""],
+                [
+                    "activation ours / lucent @64 (info)",
+                    f"{ours_act:.3f} / {lucent64_act:.3f}",
+                    "",
+                    f"{ours_act / lucent64_act:.2f}x",
+                ],
+            ],
+        )
+    )
     print()
     return [
         f"ascent time ours / lucent: {_common.ratio_text(time_ratio)} -> "
@@ -252,14 +300,15 @@ def train_shapes_model() -> tuple[torch.nn.Module, float, float]:
     """The demo's ShapesClassifier after 3 epochs on 4096 images, without CNNSee."""
     import pytorch_lightning as pl
 
-    from lightning_cnnsee.demo import run_demo
+    from lightning_cnnsee.demo.train import run_demo
 
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as logdir, contextlib.redirect_stdout(open(os.devnull, "w")):
-        trainer = run_demo(logdir, max_epochs=3, num_train=4096, num_val=512, callback=pl.Callback(),
-                           enable_progress_bar=False)
+        trainer = run_demo(
+            logdir, max_epochs=3, num_train=4096, num_val=512, callback=pl.Callback(), enable_progress_bar=False
+        )
     accuracy = float(trainer.callback_metrics.get("val/acc", float("nan")))
     return trainer.lightning_module.cpu().eval(), accuracy, time.perf_counter() - started
 
@@ -268,7 +317,7 @@ def curve(args: argparse.Namespace) -> list[str]:
     import torchvision
 
     from lightning_cnnsee import filter_ascent
-    from lightning_cnnsee.data import MEAN, STD
+    from lightning_cnnsee.demo.data import MEAN, STD
 
     torch.manual_seed(0)
     resnet = torchvision.models.resnet18(weights=None).eval()
@@ -280,8 +329,10 @@ def curve(args: argparse.Namespace) -> list[str]:
         ("shapes features.15", shapes, "features.15", CHANNELS, (3, 48, 48), MEAN, STD),
         ("shapes classifier (6 classes)", shapes, "classifier", list(range(6)), (3, 48, 48), MEAN, STD),
     ]
-    print(f"== curve: mean activation reached against steps and Adam lr (shapes model: 3 epochs on 4096 images, "
-          f"val acc {accuracy:.3f}, trained in {train_seconds:.0f} s)")
+    print(
+        f"== curve: mean activation reached against steps and Adam lr (shapes model: 3 epochs on 4096 images, "
+        f"val acc {accuracy:.3f}, trained in {train_seconds:.0f} s)"
+    )
     results: dict[str, dict[float, dict[int, float]]] = {}
     step_costs: dict[str, float] = {}
     for title, model, layer, channels, shape, mean, std in panels:
@@ -295,13 +346,17 @@ def curve(args: argparse.Namespace) -> list[str]:
                 to_image, snapshots = recorded
                 separate = filter_ascent(model, layer, channels, shape, steps=48, lr=lr, mean=mean, std=std)
                 difference = float((to_image(snapshots[47]) - separate.images).abs().max())
-                print(f"check: recorded step 48 vs a separate filter_ascent(steps=48) call: max |diff| "
-                      f"{difference:.1e}" + ("" if difference < 1e-5 else "  <-- MISMATCH: curve not trustworthy"))
+                print(
+                    f"check: recorded step 48 vs a separate filter_ascent(steps=48) call: max |diff| "
+                    f"{difference:.1e}" + ("" if difference < 1e-5 else "  <-- MISMATCH: curve not trustworthy")
+                )
         step_costs[title] = _common.median(per_step)
     for title, by_lr in results.items():
         rows = [[f"lr {lr:g}"] + [f"{by_lr[lr][k]:.2f}" for k in CURVE_STEPS] for lr in CURVE_LRS]
-        print(f"-- {title}: {len(panels[0][3]) if 'classifier' not in title else 6} images per step, "
-              f"{step_costs[title] * 1e3:.1f} ms per step")
+        print(
+            f"-- {title}: {len(panels[0][3]) if 'classifier' not in title else 6} images per step, "
+            f"{step_costs[title] * 1e3:.1f} ms per step"
+        )
         print(_common.table(["steps ->"] + [str(k) for k in CURVE_STEPS], rows))
     recommendation = recommend(results, step_costs)
     try:
@@ -335,25 +390,38 @@ def recommend(results: dict[str, dict[float, dict[int, float]]], step_costs: dic
         for lr, values in by_lr.items():
             for steps, value in values.items():
                 key = (lr, steps)
-                versus_default[key] = min(versus_default.get(key, float("inf")),
-                                          (value - start) / (default - start) if default > start else 1.0)
-                versus_best[key] = min(versus_best.get(key, float("inf")),
-                                       (value - start) / (best - start) if best > start else 1.0)
-    for title, grid in [("against the former default (steps=64, lr=0.2)", versus_default),
-                        ("against the best of the grid", versus_best)]:
+                versus_default[key] = min(
+                    versus_default.get(key, float("inf")),
+                    (value - start) / (default - start) if default > start else 1.0,
+                )
+                versus_best[key] = min(
+                    versus_best.get(key, float("inf")), (value - start) / (best - start) if best > start else 1.0
+                )
+    for title, grid in [
+        ("against the former default (steps=64, lr=0.2)", versus_default),
+        ("against the best of the grid", versus_best),
+    ]:
         print(f"-- worst progress over the five panels {title}: (value - start) / (reference - start)")
-        print(_common.table(["steps ->"] + [str(k) for k in CURVE_STEPS],
-                            [[f"lr {lr:g}"] + [f"{grid[(lr, k)]:.2f}" for k in CURVE_STEPS] for lr in CURVE_LRS]))
+        print(
+            _common.table(
+                ["steps ->"] + [str(k) for k in CURVE_STEPS],
+                [[f"lr {lr:g}"] + [f"{grid[(lr, k)]:.2f}" for k in CURVE_STEPS] for lr in CURVE_LRS],
+            )
+        )
     shapes_cost = sum(cost for title, cost in step_costs.items() if title.startswith("shapes"))
     default_share = versus_best[(REFERENCE_LR, REFERENCE_STEPS)]
-    lines = [f"former default steps={REFERENCE_STEPS}, lr={REFERENCE_LR:g}: {default_share:.2f} "
-             f"of the best (worst panel); the demo's four ascents at ~{shapes_cost * 1e3:.0f} ms per step cost "
-             f"{REFERENCE_STEPS * shapes_cost:.2f} s per run"]
+    lines = [
+        f"former default steps={REFERENCE_STEPS}, lr={REFERENCE_LR:g}: {default_share:.2f} "
+        f"of the best (worst panel); the demo's four ascents at ~{shapes_cost * 1e3:.0f} ms per step cost "
+        f"{REFERENCE_STEPS * shapes_cost:.2f} s per run"
+    ]
     for owner, (steps, lr) in CHOSEN.items():
-        lines.append(f"chosen default of {owner}: steps={steps}, lr={lr:g}: worst panel "
-                     f"{versus_default[(lr, steps)]:.2f} "
-                     f"of the former default's progress, {versus_best[(lr, steps)]:.2f} of the best; the demo's four "
-                     f"ascents {steps * shapes_cost:.2f} s per run, {steps / REFERENCE_STEPS:.2f}x the former cost")
+        lines.append(
+            f"chosen default of {owner}: steps={steps}, lr={lr:g}: worst panel "
+            f"{versus_default[(lr, steps)]:.2f} "
+            f"of the former default's progress, {versus_best[(lr, steps)]:.2f} of the best; the demo's four "
+            f"ascents {steps * shapes_cost:.2f} s per run, {steps / REFERENCE_STEPS:.2f}x the former cost"
+        )
 
     def cheapest(grid: dict[tuple[float, int], float], level: float) -> tuple[int, float] | None:
         reaching = [(steps, lr) for (lr, steps), value in grid.items() if value >= level]
@@ -362,16 +430,20 @@ def recommend(results: dict[str, dict[float, dict[int, float]]], step_costs: dic
         steps = min(k for k, _ in reaching)
         return steps, max((grid[(lr, steps)], lr) for k, lr in reaching if k == steps)[1]
 
-    for grid, level, what in [(versus_default, 1.0, "the former default's activation in every panel"),
-                              (versus_best, 0.9, "90% of the best of the grid in every panel")]:
+    for grid, level, what in [
+        (versus_default, 1.0, "the former default's activation in every panel"),
+        (versus_best, 0.9, "90% of the best of the grid in every panel"),
+    ]:
         found = cheapest(grid, level)
         if found is None:
             lines.append(f"no (steps, lr) of the grid reaches {what}")
             continue
         steps, lr = found
-        lines.append(f"fewest steps reaching {what}: steps={steps}, lr={lr:g} (worst panel {grid[(lr, steps)]:.2f}"
-                     f"); the demo's four ascents {steps * shapes_cost:.2f} s per run, {steps / REFERENCE_STEPS:.2f}x "
-                     "the former cost")
+        lines.append(
+            f"fewest steps reaching {what}: steps={steps}, lr={lr:g} (worst panel {grid[(lr, steps)]:.2f}"
+            f"); the demo's four ascents {steps * shapes_cost:.2f} s per run, {steps / REFERENCE_STEPS:.2f}x "
+            "the former cost"
+        )
     for line in lines:
         print(line)
     print()
@@ -389,11 +461,18 @@ def draw(results: dict[str, dict[float, dict[int, float]]], path: str) -> None:
     figure, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.4 * rows), squeeze=False)
     axes = axes.flatten()
     colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"]
-    for axis, (title, by_lr) in zip(axes, results.items()):
-        for colour, lr in zip(colours, CURVE_LRS):
+    for axis, (title, by_lr) in zip(axes, results.items(), strict=True):
+        for colour, lr in zip(colours, CURVE_LRS, strict=True):
             values = by_lr[lr]
-            axis.plot(list(values), list(values.values()), marker="o", markersize=3, color=colour,
-                      label=f"Adam lr {lr:g}", linewidth=2.4 if lr == CHOSEN["filter_ascent"][1] else 1.3)
+            axis.plot(
+                list(values),
+                list(values.values()),
+                marker="o",
+                markersize=3,
+                color=colour,
+                label=f"Adam lr {lr:g}",
+                linewidth=2.4 if lr == CHOSEN["filter_ascent"][1] else 1.3,
+            )
         for owner, (steps, _) in CHOSEN.items():
             axis.axvline(steps, color="grey", linestyle="--" if owner == "CNNSee" else ":", linewidth=1)
         axis.set_title(title, fontsize=10)
@@ -401,14 +480,21 @@ def draw(results: dict[str, dict[float, dict[int, float]]], path: str) -> None:
         axis.set_ylabel("mean activation reached")
         axis.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    for axis in axes[len(results):]:
+    for axis in axes[len(results) :]:
         axis.axis("off")
     (core_steps, core_lr), (callback_steps, _) = CHOSEN["filter_ascent"], CHOSEN["CNNSee"]
-    axes[len(results)].legend(handles, labels, loc="center", fontsize=9,
-                              title=f"defaults: lr {core_lr:g} (thick); steps {core_steps} filter_ascent (dotted),\n"
-                              f"{callback_steps} CNNSee (dashed); former: 64 steps at lr 0.2")
-    figure.suptitle("filter_ascent: mean activation of each target channel on its final image, averaged over the "
-                    "channels", fontsize=11)
+    axes[len(results)].legend(
+        handles,
+        labels,
+        loc="center",
+        fontsize=9,
+        title=f"defaults: lr {core_lr:g} (thick); steps {core_steps} filter_ascent (dotted),\n"
+        f"{callback_steps} CNNSee (dashed); former: 64 steps at lr 0.2",
+    )
+    figure.suptitle(
+        "filter_ascent: mean activation of each target channel on its final image, averaged over the channels",
+        fontsize=11,
+    )
     figure.tight_layout()
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     figure.savefig(path, dpi=90)
@@ -428,29 +514,33 @@ def draw_before_after(model: torch.nn.Module, path: str) -> list[str]:
     import matplotlib.pyplot as plt
 
     from lightning_cnnsee import filter_ascent
-    from lightning_cnnsee.data import CLASS_NAMES, MEAN, STD
-    from lightning_cnnsee.render import render_patterns
+    from lightning_cnnsee.demo.data import CLASS_NAMES, MEAN, STD
+    from lightning_cnnsee.render.images import render_patterns
 
     steps, lr = CHOSEN["filter_ascent"]
     layers = [("features.8", CHANNELS), ("features.15", CHANNELS), ("classifier", list(range(6)))]
-    styles = [("naive: pixels, no transformations", dict(parameterization="pixel", transforms=False)),
-              ("ours: Fourier basis, decorrelated colour, shift/scale/rotate", {})]
-    figure, axes = plt.subplots(len(layers), len(styles), figsize=(7.2 * len(styles), 2.2 * len(layers)),
-                                squeeze=False)
+    styles = [
+        ("naive: pixels, no transformations", dict(parameterization="pixel", transforms=False)),
+        ("ours: Fourier basis, decorrelated colour, shift/scale/rotate", {}),
+    ]
+    figure, axes = plt.subplots(len(layers), len(styles), figsize=(7.2 * len(styles), 2.2 * len(layers)), squeeze=False)
     lines = []
     for row, (layer, channels) in enumerate(layers):
         for column, (title, options) in enumerate(styles):
-            found = filter_ascent(model, layer, channels, (3, 48, 48), steps=steps, lr=lr, mean=MEAN, std=STD,
-                                  **options)
+            found = filter_ascent(
+                model, layer, channels, (3, 48, 48), steps=steps, lr=lr, mean=MEAN, std=STD, **options
+            )
             names = CLASS_NAMES if layer == "classifier" else [f"ch {c}" for c in channels]
-            captions = [f"{names[c]}\n{a:.2f}" for c, a in zip(channels, found.activations.tolist())]
+            captions = [f"{names[c]}\n{a:.2f}" for c, a in zip(channels, found.activations.tolist(), strict=True)]
             image = render_patterns(found.images, captions, min_tile=48)
             axes[row][column].imshow(image.permute(1, 2, 0).numpy())
             axes[row][column].set_title(f"{layer}: {title}", fontsize=9)
             axes[row][column].axis("off")
             lines.append(f"{layer} {title.split(':')[0]}: mean activation {float(found.activations.mean()):.2f}")
-    figure.suptitle(f"the demo model's patterns, {steps} steps at lr {lr:g} (caption: channel or class, activation "
-                    "reached)", fontsize=10)
+    figure.suptitle(
+        f"the demo model's patterns, {steps} steps at lr {lr:g} (caption: channel or class, activation reached)",
+        fontsize=10,
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
@@ -465,8 +555,8 @@ def diversity(args: argparse.Namespace) -> list[str]:
     import torchvision
 
     from lightning_cnnsee import filter_ascent
-    from lightning_cnnsee.ascent import DIVERSITY_WEIGHT
-    from lightning_cnnsee.data import MEAN, STD
+    from lightning_cnnsee.demo.data import MEAN, STD
+    from lightning_cnnsee.explain.ascent import DIVERSITY_WEIGHT
 
     torch.manual_seed(0)
     resnet = torchvision.models.resnet18(weights=None).eval()
@@ -483,8 +573,17 @@ def diversity(args: argparse.Namespace) -> list[str]:
         channels = list(range(count))
         single = filter_ascent(model, layer, channels, (3, 48, 48), steps=steps, mean=mean, std=std)
         for weight in DIVERSITY_WEIGHTS:
-            found = filter_ascent(model, layer, channels, (3, 48, 48), steps=steps, mean=mean, std=std,
-                                  num_diverse=3, diversity_weight=weight)
+            found = filter_ascent(
+                model,
+                layer,
+                channels,
+                (3, 48, 48),
+                steps=steps,
+                mean=mean,
+                std=std,
+                num_diverse=3,
+                diversity_weight=weight,
+            )
             output = layer_output(model, layer, found.images, mean, std).float()
             flat = output.reshape(len(found.channels), output.shape[1], -1)
             grams = torch.nn.functional.normalize((flat @ flat.transpose(1, 2)).flatten(1), dim=1)
@@ -497,16 +596,22 @@ def diversity(args: argparse.Namespace) -> list[str]:
             rows.append([title, f"{weight:g}", f"{similarity:.3f}", f"{distance:.1f}", f"{activation:.2f}"])
     print(_common.table(["panel", "weight", "Gram similarity", "pixel distance", "activation / one image"], rows))
     print()
-    return [f"diversity weight {w:g}: activation / one image {min(v):.2f}-{max(v):.2f}"
-            + (" (the default)" if w == DIVERSITY_WEIGHT else "") for w, v in kept.items()]
+    return [
+        f"diversity weight {w:g}: activation / one image {min(v):.2f}-{max(v):.2f}"
+        + (" (the default)" if w == DIVERSITY_WEIGHT else "")
+        for w, v in kept.items()
+    ]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     _common.add_common_arguments(parser, repeats=2)
     parser.add_argument("--parts", nargs="+", choices=["compare", "curve", "diversity"], default=["compare", "curve"])
-    parser.add_argument("--plot", default=os.path.join(ROOT, "docs", "images", "ascent_curve.png"),
-                        help="where the curve's PNG goes (default docs/images/ascent_curve.png)")
+    parser.add_argument(
+        "--plot",
+        default=os.path.join(ROOT, "docs", "images", "ascent_curve.png"),
+        help="where the curve's PNG goes (default docs/images/ascent_curve.png)",
+    )
     args = parser.parse_args()
     _common.set_threads(args.threads)
     warnings.filterwarnings("ignore")

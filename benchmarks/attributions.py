@@ -32,15 +32,21 @@ import sys
 import time
 import warnings
 
-import torch
-
 import _common
+import torch
 
 BATCH, SIZE, NUM_CLASSES = 4, 64, 10
 OCCLUSION = {"sliding_window_shapes": (3, 8, 8), "strides": (3, 4, 4)}
 TARGET_OCCLUSION, TARGET_ERROR = 0.5, 1e-3
-METHODS = ["saliency", "input_x_gradient", "smoothgrad", "integrated_gradients", "occlusion", "guided_backprop",
-           "guided_gradcam"]
+METHODS = [
+    "saliency",
+    "input_x_gradient",
+    "smoothgrad",
+    "integrated_gradients",
+    "occlusion",
+    "guided_backprop",
+    "guided_gradcam",
+]
 
 
 def captum_case(method: str, model: torch.nn.Module, images: torch.Tensor, targets: list[int]):
@@ -65,7 +71,7 @@ def captum_case(method: str, model: torch.nn.Module, images: torch.Tensor, targe
 
 
 def our_case(method: str, model: torch.nn.Module, images: torch.Tensor, targets: list[int]):
-    from lightning_cnnsee.attributions import attribute
+    from lightning_cnnsee.explain.attributions import attribute
 
     options = {"occlusion": OCCLUSION, "guided_gradcam": {"layer": "layer4"}}.get(method, {})
     return lambda: attribute(model, images, method, targets, **options)
@@ -104,8 +110,10 @@ def main() -> int:
     images = torch.rand(BATCH, 3, SIZE, SIZE)
     targets = torch.randint(0, NUM_CLASSES, (BATCH,)).tolist()
 
-    print(f"Attribution benchmark: ResNet-18 ({NUM_CLASSES} classes, random weights, eval mode), batch {BATCH} of "
-          f"3x{SIZE}x{SIZE}, targets {targets}; Captum's defaults, Occlusion window {OCCLUSION}")
+    print(
+        f"Attribution benchmark: ResNet-18 ({NUM_CLASSES} classes, random weights, eval mode), batch {BATCH} of "
+        f"3x{SIZE}x{SIZE}, targets {targets}; Captum's defaults, Occlusion window {OCCLUSION}"
+    )
     print(_common.machine_line())
     print(f"rounds: {args.repeats} per method (interleaved, 1 warm-up call each); figures: median [min-max]")
     print()
@@ -118,23 +126,43 @@ def main() -> int:
         reference = theirs()
         error = float((mine - reference).abs().max() / reference.abs().max())
         cpu: dict[str, list[float]] = {"ours": [], "captum": []}
-        wall = _common.interleaved({"ours": cpu_timed(ours, cpu["ours"]), "captum": cpu_timed(theirs, cpu["captum"])},
-                                   repeats=args.repeats, warmup=1)
+        wall = _common.interleaved(
+            {"ours": cpu_timed(ours, cpu["ours"]), "captum": cpu_timed(theirs, cpu["captum"])},
+            repeats=args.repeats,
+            warmup=1,
+        )
         cpu = {name: values[1:] for name, values in cpu.items()}  # without the warm-up call
         wall_ratio = _common.paired_ratio(wall["ours"], wall["captum"])
         cpu_ratio = _common.paired_ratio(cpu["ours"], cpu["captum"])
-        rows.append([method, _common.spread(cpu["ours"]), _common.spread(cpu["captum"]), _common.ratio_text(cpu_ratio),
-                     _common.ratio_text(wall_ratio), f"{error:.1e}"])
+        rows.append(
+            [
+                method,
+                _common.spread(cpu["ours"]),
+                _common.spread(cpu["captum"]),
+                _common.ratio_text(cpu_ratio),
+                _common.ratio_text(wall_ratio),
+                f"{error:.1e}",
+            ]
+        )
         if method == "occlusion":
-            summary.append(f"occlusion ours / captum, CPU time: {_common.verdict(cpu_ratio[0], TARGET_OCCLUSION)}; "
-                           f"wall time: {_common.verdict(wall_ratio[0], TARGET_OCCLUSION)}")
+            summary.append(
+                f"occlusion ours / captum, CPU time: {_common.verdict(cpu_ratio[0], TARGET_OCCLUSION)}; "
+                f"wall time: {_common.verdict(wall_ratio[0], TARGET_OCCLUSION)}"
+            )
         summary.append(f"{method} relative error: {_common.verdict(error, TARGET_ERROR)}")
-        print(f"{method}: CPU ms ours {_common.spread(cpu['ours'])}, captum {_common.spread(cpu['captum'])}, "
-              f"ratio {_common.ratio_text(cpu_ratio)}; wall ratio {_common.ratio_text(wall_ratio)}; "
-              f"relative error {error:.1e}", flush=True)
+        print(
+            f"{method}: CPU ms ours {_common.spread(cpu['ours'])}, captum {_common.spread(cpu['captum'])}, "
+            f"ratio {_common.ratio_text(cpu_ratio)}; wall ratio {_common.ratio_text(wall_ratio)}; "
+            f"relative error {error:.1e}",
+            flush=True,
+        )
     print()
-    print(_common.table(["method", "ours, CPU ms", "captum, CPU ms", "ours / captum, CPU", "ours / captum, wall",
-                         "relative error"], rows))
+    print(
+        _common.table(
+            ["method", "ours, CPU ms", "captum, CPU ms", "ours / captum, CPU", "ours / captum, wall", "relative error"],
+            rows,
+        )
+    )
     print()
     _common.print_summary(summary, started)
     return 0

@@ -31,11 +31,10 @@ import sys
 import time
 import warnings
 
+import _common
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-import _common
 
 TARGET = 1.0
 
@@ -53,8 +52,10 @@ def _like_pytorch_grad_cam(maps: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _correlations(ours: torch.Tensor, theirs: torch.Tensor) -> list[float]:
-    return [float(np.corrcoef(a.flatten().double().numpy(), b.flatten().double().numpy())[0, 1])
-            for a, b in zip(ours, theirs)]
+    return [
+        float(np.corrcoef(a.flatten().double().numpy(), b.flatten().double().numpy())[0, 1])
+        for a, b in zip(ours, theirs, strict=True)
+    ]
 
 
 def main() -> int:
@@ -70,7 +71,7 @@ def main() -> int:
 
     import torchvision
 
-    from lightning_cnnsee.cam import cam
+    from lightning_cnnsee.explain.cam import cam
 
     try:
         from pytorch_grad_cam import AblationCAM, EigenCAM
@@ -108,8 +109,12 @@ def main() -> int:
 
     pairs = {
         "scorecam": ("ours scorecam", ours("scorecam"), "torchcam ScoreCAM", torchcam_scorecam),
-        "ablationcam": ("ours ablationcam", ours("ablationcam"), "pytorch-grad-cam AblationCAM",
-                        pytorch_grad_cam(ablation_extractor)),
+        "ablationcam": (
+            "ours ablationcam",
+            ours("ablationcam"),
+            "pytorch-grad-cam AblationCAM",
+            pytorch_grad_cam(ablation_extractor),
+        ),
         "eigencam": ("ours eigencam", ours("eigencam"), "pytorch-grad-cam EigenCAM", pytorch_grad_cam(eigen_extractor)),
     }
 
@@ -138,8 +143,10 @@ def main() -> int:
     ratios = {method: _common.paired_ratio(times[a], times[b]) for method, (a, _, b, _) in pairs.items()}
 
     shape = tuple(seen[0].shape)
-    print(f"Gradient-free CAM benchmark: ResNet-18 (random weights), batch {args.images} of 3x{args.size}x{args.size}, "
-          f"{layer} output {shape[1:]}, predicted class; peers at their defaults (batch_size 32)")
+    print(
+        f"Gradient-free CAM benchmark: ResNet-18 (random weights), batch {args.images} of 3x{args.size}x{args.size}, "
+        f"{layer} output {shape[1:]}, predicted class; peers at their defaults (batch_size 32)"
+    )
     print(_common.machine_line())
     print(f"rounds: {args.repeats} (interleaved, 1 warm-up call each); figures: median [min-max]")
     print()
@@ -147,23 +154,34 @@ def main() -> int:
     print()
     rows = []
     for method, (a, _, b, _) in pairs.items():
-        rows.append([f"{a} / {b}", _common.ratio_text(ratios[method]), f"<= {TARGET:g}",
-                     _common.verdict(ratios[method][0], TARGET)])
+        rows.append(
+            [
+                f"{a} / {b}",
+                _common.ratio_text(ratios[method]),
+                f"<= {TARGET:g}",
+                _common.verdict(ratios[method][0], TARGET),
+            ]
+        )
     print(_common.table(["ratio (per round, median [min-max])", "value", "target", "verdict"], rows))
     print()
     lines = []
     for method, (correlations, difference) in agreement.items():
         text = ", ".join(f"{c:.5f}" for c in correlations)
         lines.append(f"{method}: per-image correlation with the peer's map {text}; max |diff| {difference:.2e}")
-    lines.append("eigencam: numpy's SVD kept our orientation (loadings summing to >= 0) for images "
-                 f"{[i for i, kept in enumerate(numpy_sign) if kept]} of {len(numpy_sign)}; elsewhere "
-                 "pytorch-grad-cam shows the opposite side of the same component")
+    lines.append(
+        "eigencam: numpy's SVD kept our orientation (loadings summing to >= 0) for images "
+        f"{[i for i, kept in enumerate(numpy_sign) if kept]} of {len(numpy_sign)}; elsewhere "
+        "pytorch-grad-cam shows the opposite side of the same component"
+    )
     for line in lines:
         print(line)
     print()
     _common.print_summary(
-        [f"{method}: ours / peer {_common.ratio_text(ratios[method])}, "
-         f"min correlation {min(agreement[method][0]):.5f}" for method in pairs],
+        [
+            f"{method}: ours / peer {_common.ratio_text(ratios[method])}, "
+            f"min correlation {min(agreement[method][0]):.5f}"
+            for method in pairs
+        ],
         started,
     )
     return 0

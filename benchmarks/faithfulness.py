@@ -34,9 +34,8 @@ import time
 import warnings
 from collections.abc import Callable
 
-import torch
-
 import _common
+import torch
 
 BATCH, SIZE, LAYER, STEPS = 8, 96, "layer4", 20
 TARGET = 1.0
@@ -54,7 +53,7 @@ def main() -> int:
     import torchvision
 
     from lightning_cnnsee import grad_cam
-    from lightning_cnnsee.metrics import METRICS, faithfulness
+    from lightning_cnnsee.explain.metrics import METRICS, faithfulness
 
     try:
         from torchcam.methods import GradCAM
@@ -131,32 +130,50 @@ def main() -> int:
     ratios = {
         (label, measure): _common.paired_ratio(values[case], values["torchcam"])
         for measure, values in measures.items()
-        for label, case in [("ours + grad_cam", "ours + grad_cam"), ("ours (same maps)", "ours"),
-                            ("ours, batch_size=64", "ours, batch_size=64")]
+        for label, case in [
+            ("ours + grad_cam", "ours + grad_cam"),
+            ("ours (same maps)", "ours"),
+            ("ours, batch_size=64", "ours, batch_size=64"),
+        ]
     }
 
-    print(f"Faithfulness benchmark: ResNet-18 (random weights), batch {BATCH} of 3x{SIZE}x{SIZE}, Grad-CAM of "
-          f"{LAYER}, predicted class, softmax scores, {STEPS} steps, zero baseline; device {device}")
+    print(
+        f"Faithfulness benchmark: ResNet-18 (random weights), batch {BATCH} of 3x{SIZE}x{SIZE}, Grad-CAM of "
+        f"{LAYER}, predicted class, softmax scores, {STEPS} steps, zero baseline; device {device}"
+    )
     print(_common.machine_line())
     print(f"rounds: {args.repeats} (interleaved, 1 warm-up call each); figures: median [min-max]")
     print()
-    print(_common.table(
-        ["case", *[f"ms per call ({measure})" for measure in measures]],
-        [[name, *[_common.spread(values[name]) for values in measures.values()]] for name in cases],
-    ))
+    print(
+        _common.table(
+            ["case", *[f"ms per call ({measure})" for measure in measures]],
+            [[name, *[_common.spread(values[name]) for values in measures.values()]] for name in cases],
+        )
+    )
     print()
     rows = []
     for (label, measure), ratio in ratios.items():
         target = label != "ours, batch_size=64"
-        rows.append([f"{label} / torchcam ({measure})", _common.ratio_text(ratio), f"<= {TARGET:g}" if target else
-                     "(info)", _common.verdict(ratio[0], TARGET) if target else ""])
+        rows.append(
+            [
+                f"{label} / torchcam ({measure})",
+                _common.ratio_text(ratio),
+                f"<= {TARGET:g}" if target else "(info)",
+                _common.verdict(ratio[0], TARGET) if target else "",
+            ]
+        )
     print(_common.table(["ratio (per round, median [min-max])", "value", "target", "verdict"], rows))
     print()
-    print("same numbers? |mean of ours per image - torchcam's summary| on torchcam's maps: "
-          + ", ".join(f"{name} {differences[name]:.1e}" for name in METRICS))
-    print("values: torchcam " + ", ".join(f"{name} {reference[name]:.4f}" for name in METRICS)
-          + "; ours + grad_cam (logit Grad-CAM) " + ", ".join(f"{name} {float(user[name].mean()):.4f}"
-                                                            for name in METRICS))
+    print(
+        "same numbers? |mean of ours per image - torchcam's summary| on torchcam's maps: "
+        + ", ".join(f"{name} {differences[name]:.1e}" for name in METRICS)
+    )
+    print(
+        "values: torchcam "
+        + ", ".join(f"{name} {reference[name]:.4f}" for name in METRICS)
+        + "; ours + grad_cam (logit Grad-CAM) "
+        + ", ".join(f"{name} {float(user[name].mean()):.4f}" for name in METRICS)
+    )
     _common.print_summary(
         [f"{label} / torchcam ({measure}): {_common.ratio_text(ratio)}" for (label, measure), ratio in ratios.items()]
         + [f"largest difference from torchcam's numbers (same maps): {max(differences.values()):.1e}"],

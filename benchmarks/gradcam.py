@@ -25,10 +25,9 @@ import copy
 import sys
 import warnings
 
+import _common
 import torch
 import torch.nn.functional as F
-
-import _common
 
 LAYERS = ["layer3", "layer4"]
 BATCH, SIZE = 16, 96
@@ -88,10 +87,11 @@ def main() -> int:
     # Same work? Per-layer maps of both, scaled to [0, 1] and upsampled to the input as pytorch-grad-cam does.
     ours_maps = grad_cam(ours_model, images, LAYERS)
     agreement = []
-    for name, cam in zip(LAYERS, separate_cams):
+    for name, cam in zip(LAYERS, separate_cams, strict=True):
         theirs_map = torch.from_numpy(cam(input_tensor=images, targets=None))
-        mine = F.interpolate(_minmax(ours_maps[name])[:, None], size=(SIZE, SIZE), mode="bilinear",
-                             align_corners=False)[:, 0]
+        mine = F.interpolate(
+            _minmax(ours_maps[name])[:, None], size=(SIZE, SIZE), mode="bilinear", align_corners=False
+        )[:, 0]
         mine = _minmax(mine)
         stacked = torch.stack([mine.flatten(), theirs_map.flatten()])
         agreement.append((name, float(torch.corrcoef(stacked)[0, 1]), float((mine - theirs_map).abs().max())))
@@ -105,26 +105,39 @@ def main() -> int:
     vs_theirs = _common.paired_ratio(times["ours"], times["pytorch-grad-cam"])
     vs_separate = _common.paired_ratio(times["ours"], times["pytorch-grad-cam x2"])
 
-    print("Grad-CAM benchmark: ResNet-18 (random weights), batch 16 of 3x96x96, layers layer3 + layer4, "
-          "predicted class")
+    print(
+        "Grad-CAM benchmark: ResNet-18 (random weights), batch 16 of 3x96x96, layers layer3 + layer4, predicted class"
+    )
     print(_common.machine_line())
     print(f"rounds: {args.repeats} (interleaved, 3 warm-up calls each); figures: median [min-max]")
     print()
     print(_common.table(["case", "ms per call"], [[name, _common.spread(values)] for name, values in times.items()]))
     print()
-    print(_common.table(
-        ["ratio (per round, median [min-max])", "value", "target", "verdict"],
-        [
-            ["ours / train step (fwd + backward)", _common.ratio_text(vs_train), f"<= {TARGET_VS_TRAIN}",
-             _common.verdict(vs_train[0], TARGET_VS_TRAIN)],
-            ["ours / pytorch-grad-cam (2 layers, 1 call)", _common.ratio_text(vs_theirs),
-             f"<= {TARGET_VS_PYTORCH_GRAD_CAM}", _common.verdict(vs_theirs[0], TARGET_VS_PYTORCH_GRAD_CAM)],
-            ["ours / pytorch-grad-cam x2 (1 call per layer)", _common.ratio_text(vs_separate), "(info)", ""],
-        ],
-    ))
+    print(
+        _common.table(
+            ["ratio (per round, median [min-max])", "value", "target", "verdict"],
+            [
+                [
+                    "ours / train step (fwd + backward)",
+                    _common.ratio_text(vs_train),
+                    f"<= {TARGET_VS_TRAIN}",
+                    _common.verdict(vs_train[0], TARGET_VS_TRAIN),
+                ],
+                [
+                    "ours / pytorch-grad-cam (2 layers, 1 call)",
+                    _common.ratio_text(vs_theirs),
+                    f"<= {TARGET_VS_PYTORCH_GRAD_CAM}",
+                    _common.verdict(vs_theirs[0], TARGET_VS_PYTORCH_GRAD_CAM),
+                ],
+                ["ours / pytorch-grad-cam x2 (1 call per layer)", _common.ratio_text(vs_separate), "(info)", ""],
+            ],
+        )
+    )
     print()
-    print("same maps? ours vs pytorch-grad-cam per layer (min-max scaled, upsampled to 96x96): "
-          + "; ".join(f"{name}: correlation {corr:.5f}, max |diff| {diff:.2e}" for name, corr, diff in agreement))
+    print(
+        "same maps? ours vs pytorch-grad-cam per layer (min-max scaled, upsampled to 96x96): "
+        + "; ".join(f"{name}: correlation {corr:.5f}, max |diff| {diff:.2e}" for name, corr, diff in agreement)
+    )
     return 0
 
 

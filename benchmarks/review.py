@@ -43,9 +43,14 @@ from _common import machine_line, median, paired_ratio, print_summary, ratio_tex
 
 SIZES = {"full": (2, 120, 8), "small": (2, 12, 8)}  # runs, steps, image tags
 TAGS = (
-    "cnnsee/gradcam/features.0", "cnnsee/gradcam/features.8", "cnnsee/gradcam/features.15",
-    "cnnsee/filters/features.8", "cnnsee/filters/features.15", "cnnsee/classes",
-    "cnnsee/activations/features.0", "cnnsee/activations/features.8",
+    "cnnsee/gradcam/features.0",
+    "cnnsee/gradcam/features.8",
+    "cnnsee/gradcam/features.15",
+    "cnnsee/filters/features.8",
+    "cnnsee/filters/features.15",
+    "cnnsee/classes",
+    "cnnsee/activations/features.0",
+    "cnnsee/activations/features.8",
 )
 TIME_TARGET, MEMORY_TARGET_MB = 0.15, 300.0
 
@@ -61,7 +66,9 @@ def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 """
 
-REPORT_CHILD = PEAK + """
+REPORT_CHILD = (
+    PEAK
+    + """
 started = time.perf_counter()
 from lightning_cnnsee import cli
 imported = time.perf_counter()
@@ -73,8 +80,11 @@ done = time.perf_counter()
 print(json.dumps({"status": status, "seconds": done - imported, "import_seconds": imported - started,
                   "peak_mb": peak_mb(), "said": out.getvalue()}))
 """
+)
 
-TENSORBOARD_CHILD = PEAK + """
+TENSORBOARD_CHILD = (
+    PEAK
+    + """
 started = time.perf_counter()
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 imported = time.perf_counter()
@@ -86,13 +96,17 @@ done = time.perf_counter()
 print(json.dumps({"images": images, "seconds": done - imported, "import_seconds": imported - started,
                   "peak_mb": peak_mb()}))
 """
+)
 
-IMPORTS_CHILD = PEAK + """
+IMPORTS_CHILD = (
+    PEAK
+    + """
 from lightning_cnnsee import cli
 from lightning_cnnsee.review import report, events
 from tensorboard.compat.proto import event_pb2
 print(json.dumps({"peak_mb": peak_mb()}))
 """
+)
 
 
 def noise_png(rng: np.random.Generator, width: int, height: int) -> bytes:
@@ -105,8 +119,12 @@ def noise_png(rng: np.random.Generator, width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 0))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows.tobytes(), 0))
+        + chunk(b"IEND", b"")
+    )
 
 
 def write_logs(root: Path, runs: int, steps: int, tags: int, width: int, height: int) -> tuple[list[Path], int, int]:
@@ -126,23 +144,26 @@ def write_logs(root: Path, runs: int, steps: int, tags: int, width: int, height:
             write_record(handle, Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
             for step in range(steps):
                 for tag in TAGS[:tags]:
-                    image = Summary.Image(height=height, width=width, colorspace=3,
-                                          encoded_image_string=noise_png(rng, width, height))
-                    event = Event(wall_time=time.time(), step=step,
-                                  summary=Summary(value=[Summary.Value(tag=tag, image=image)]))
+                    image = Summary.Image(
+                        height=height, width=width, colorspace=3, encoded_image_string=noise_png(rng, width, height)
+                    )
+                    event = Event(
+                        wall_time=time.time(), step=step, summary=Summary(value=[Summary.Value(tag=tag, image=image)])
+                    )
                     write_record(handle, event.SerializeToString())
                     images += 1
                 progress = step / max(1, steps - 1)
                 scalars = {
                     "cnnsee/faithfulness/features.8/deletion": 0.6 - 0.3 * progress,
                     "cnnsee/faithfulness/features.8/deletion_random": 0.58 + 0.01 * run,
-                    "cnnsee/drift/features.8/vs_start": progress ** 0.5,
+                    "cnnsee/drift/features.8/vs_start": progress**0.5,
                     "cnnsee/drift/features.8/vs_previous": 0.2 * (1 - progress),
                     "cnnsee/overhead": 0.04 + 0.005 * np.sin(step),
                 }
                 values = [Summary.Value(tag=tag, simple_value=value) for tag, value in scalars.items()]
-                write_record(handle, Event(wall_time=time.time(), step=step,
-                                           summary=Summary(value=values)).SerializeToString())
+                write_record(
+                    handle, Event(wall_time=time.time(), step=step, summary=Summary(value=values)).SerializeToString()
+                )
         size += path.stat().st_size
         folders.append(folder)
     return folders, images, size
@@ -157,11 +178,16 @@ def child(code: str, *args: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", choices=sorted(SIZES), default="full",
-                        help="full: 2 runs x 120 steps x 8 tags; small: 2 x 12 x 8")
+    parser.add_argument(
+        "--size", choices=sorted(SIZES), default="full", help="full: 2 runs x 120 steps x 8 tags; small: 2 x 12 x 8"
+    )
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds per case (default: 2 full, 3 small)")
-    parser.add_argument("--image", default="300x245", metavar="WxH",
-                        help="size of each noise image, RGB (default %(default)s: about 220 KB as a stored PNG)")
+    parser.add_argument(
+        "--image",
+        default="300x245",
+        metavar="WxH",
+        help="size of each noise image, RGB (default %(default)s: about 220 KB as a stored PNG)",
+    )
     parser.add_argument("--workdir", default=None, help="where to write the log and the report (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the log and the report")
     args = parser.parse_args()
@@ -179,8 +205,10 @@ def main() -> None:
     try:
         clock = time.perf_counter()
         folders, written, size = write_logs(work, runs, steps, tags, width, height)
-        print(f"wrote {written} images, {size / 1e6:.0f} MB of event files in {time.perf_counter() - clock:.0f} s "
-              f"({runs} runs x {steps} steps x {tags} tags, {size / written / 1e3:.0f} KB per record)")
+        print(
+            f"wrote {written} images, {size / 1e6:.0f} MB of event files in {time.perf_counter() - clock:.0f} s "
+            f"({runs} runs x {steps} steps x {tags} tags, {size / written / 1e3:.0f} KB per record)"
+        )
         logdir, page = work / "logs", work / "report.html"
         imports = child(IMPORTS_CHILD)
         results: dict[str, list[dict]] = {"report": [], "tensorboard": []}
@@ -189,7 +217,7 @@ def main() -> None:
             "tensorboard": lambda: child(TENSORBOARD_CHILD, *map(str, folders)),
         }
         for round_index in range(repeats):
-            for name in (list(cases) if round_index % 2 == 0 else list(cases)[::-1]):
+            for name in list(cases) if round_index % 2 == 0 else list(cases)[::-1]:
                 result = cases[name]()
                 results[name].append(result)
                 print(f"round {round_index + 1} {name}: {result['seconds']:.2f} s, peak {result['peak_mb']:.0f} MB")
@@ -203,19 +231,30 @@ def main() -> None:
         ratio = paired_ratio(ours, theirs)
         peak = max(result["peak_mb"] for result in results["report"])
         rows = [
-            ["cnnsee report", f"{median(ours):.2f} [{min(ours):.2f}-{max(ours):.2f}]",
-             f"{max(r['peak_mb'] for r in results['report']):.0f}", f"writes a {page_mb:.0f} MB page"],
-            ["EventAccumulator (images=0)", f"{median(theirs):.2f} [{min(theirs):.2f}-{max(theirs):.2f}]",
-             f"{max(r['peak_mb'] for r in results['tensorboard']):.0f}", "loads the images"],
+            [
+                "cnnsee report",
+                f"{median(ours):.2f} [{min(ours):.2f}-{max(ours):.2f}]",
+                f"{max(r['peak_mb'] for r in results['report']):.0f}",
+                f"writes a {page_mb:.0f} MB page",
+            ],
+            [
+                "EventAccumulator (images=0)",
+                f"{median(theirs):.2f} [{min(theirs):.2f}-{max(theirs):.2f}]",
+                f"{max(r['peak_mb'] for r in results['tensorboard']):.0f}",
+                "loads the images",
+            ],
             ["imports only (report's process)", "", f"{imports['peak_mb']:.0f}", "before reading anything"],
         ]
         print(table(["case", "seconds, median [min-max]", "peak RSS MB", "note"], rows))
-        print_summary([
-            f"log: {written} images, {size / 1e6:.0f} MB of event files; report {page_mb:.0f} MB",
-            f"time report / EventAccumulator: {ratio_text(ratio)} ({repeats} rounds): "
-            f"{verdict(ratio[0], TIME_TARGET)}",
-            f"report peak memory: {peak:.0f} MB: {verdict(peak, MEMORY_TARGET_MB)}",
-        ], started)
+        print_summary(
+            [
+                f"log: {written} images, {size / 1e6:.0f} MB of event files; report {page_mb:.0f} MB",
+                f"time report / EventAccumulator: {ratio_text(ratio)} ({repeats} rounds): "
+                f"{verdict(ratio[0], TIME_TARGET)}",
+                f"report peak memory: {peak:.0f} MB: {verdict(peak, MEMORY_TARGET_MB)}",
+            ],
+            started,
+        )
     finally:
         if args.keep:
             print(f"kept {work}")

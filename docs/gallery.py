@@ -2,7 +2,7 @@
 
     python docs/gallery.py [--out docs/images] [--epochs 8]
 
-Trains the demo (``lightning_cnnsee.demo.run_demo``) with a CNNSee that shows everything, then draws with the core
+Trains the demo (``lightning_cnnsee.demo.train.run_demo``) with a CNNSee that shows everything, then draws with the core
 functions, on 6 fixed validation images of the trained model:
 
 - ``gallery_cams.png``: a row per CAM method (Grad-CAM's family and the gradient-free ones), predicted class;
@@ -21,12 +21,12 @@ import torch
 from torchvision.utils import save_image
 
 from lightning_cnnsee import CAM_METHODS, CNNSee, attribute, filter_ascent, grad_cam
-from lightning_cnnsee.attributions import ATTRIBUTION_METHODS, attribution_map
-from lightning_cnnsee.cam import ALL_CAM_METHODS
-from lightning_cnnsee.data import CLASS_NAMES, MEAN, STD
-from lightning_cnnsee.demo import ShapesDataModule, run_demo
-from lightning_cnnsee.objectives import neuron
-from lightning_cnnsee.render import (
+from lightning_cnnsee.demo.data import CLASS_NAMES, MEAN, STD
+from lightning_cnnsee.demo.train import ShapesDataModule, run_demo
+from lightning_cnnsee.explain.attributions import ATTRIBUTION_METHODS, attribution_map
+from lightning_cnnsee.explain.cam import ALL_CAM_METHODS
+from lightning_cnnsee.explain.objectives import neuron
+from lightning_cnnsee.render.images import (
     SIGNED_ATTRIBUTIONS,
     caption,
     denormalize,
@@ -72,15 +72,16 @@ def chart(log_dir: str, path: str) -> None:
             tag = f"cnnsee/faithfulness/{name}/{metric}"
             if tag in tags:
                 axes[0 if name == "features" else 1].plot(*series(tag), style, color=colour, label=metric)
-                axes[0 if name == "features" else 1].plot(*series(tag + "_random"), ":", color=colour,
-                                                          label=f"{metric}, random maps")
+                axes[0 if name == "features" else 1].plot(
+                    *series(tag + "_random"), ":", color=colour, label=f"{metric}, random maps"
+                )
     for name, colour in (("features", "tab:green"), ("integrated_gradients", "tab:purple")):
         for comparison, style in (("vs_start", "-"), ("vs_previous", "--")):
             tag = f"cnnsee/drift/{name}/{comparison}"
             if tag in tags:
                 axes[2].plot(*series(tag), style, color=colour, label=f"{name} {comparison}")
     titles = ("Grad-CAM (features): faithfulness", "Integrated Gradients: faithfulness", "drift (Spearman)")
-    for axis, title in zip(axes, titles):
+    for axis, title in zip(axes, titles, strict=True):
         axis.set_title(title, fontsize=10)
         axis.set_xlabel("step")
         axis.legend(fontsize=7)
@@ -97,9 +98,15 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     logdir = tempfile.mkdtemp()
-    callback = CNNSee(mean=MEAN, std=STD, class_names=CLASS_NAMES, max_overhead=None, ascent_steps=16,
-                      techniques=["gradcam", "attributions", "faithfulness", "drift"],
-                      attribution_methods=["integrated_gradients"])
+    callback = CNNSee(
+        mean=MEAN,
+        std=STD,
+        class_names=CLASS_NAMES,
+        max_overhead=None,
+        ascent_steps=16,
+        techniques=["gradcam", "attributions", "faithfulness", "drift"],
+        attribution_methods=["integrated_gradients"],
+    )
     trainer = run_demo(logdir, max_epochs=args.epochs, num_val=256, callback=callback)
     model = trainer.lightning_module.eval()
     data = ShapesDataModule(num_train=64, num_val=256)
@@ -111,14 +118,18 @@ def main() -> None:
 
     cams = {method: grad_cam(model, images, ["features"], method=method)["features"] for method in ALL_CAM_METHODS}
     save_image(rows_of_methods(display, cams, predicted), os.path.join(args.out, "gallery_cams.png"))
-    settings = {"occlusion": {"sliding_window_shapes": (3, 6, 6), "strides": (3, 3, 3)},
-                "guided_gradcam": {"layer": "features"}}
+    settings = {
+        "occlusion": {"sliding_window_shapes": (3, 6, 6), "strides": (3, 3, 3)},
+        "guided_gradcam": {"layer": "features"},
+    }
     attributions = {
         method: attribution_map(attribute(model, images, method, **settings.get(method, {})))
         for method in sorted(ATTRIBUTION_METHODS)
     }
-    save_image(rows_of_methods(display, attributions, predicted, SIGNED_ATTRIBUTIONS),
-               os.path.join(args.out, "gallery_attributions.png"))
+    save_image(
+        rows_of_methods(display, attributions, predicted, SIGNED_ATTRIBUTIONS),
+        os.path.join(args.out, "gallery_attributions.png"),
+    )
 
     layer, channels = "features.8", [0, 1, 2, 3]
     shape = tuple(images.shape[1:])
@@ -127,12 +138,17 @@ def main() -> None:
     single = filter_ascent(model, layer, channels, shape, objective=lambda c: neuron(layer, c), **common)
     diverse = filter_ascent(model, layer, channels, shape, num_diverse=3, **common)
     patterns = torch.cat([plain.images.cpu(), single.images.cpu(), diverse.images.cpu()])
-    captions = ([f"channel {c}" for c in plain.channels] + [f"neuron {c}" for c in single.channels]
-                + [f"diverse {c}" for c in diverse.channels])
+    captions = (
+        [f"channel {c}" for c in plain.channels]
+        + [f"neuron {c}" for c in single.channels]
+        + [f"diverse {c}" for c in diverse.channels]
+    )
     save_image(render_patterns(patterns, captions, columns=4), os.path.join(args.out, "gallery_objectives.png"))
     chart(trainer.logger.log_dir, os.path.join(args.out, "faithfulness_drift.png"))
-    print(f"validation accuracy {float(trainer.callback_metrics['val/acc']):.3f}; CAM methods {sorted(cams)} "
-          f"(gradient: {sorted(CAM_METHODS)}); images in {args.out}")
+    print(
+        f"validation accuracy {float(trainer.callback_metrics['val/acc']):.3f}; CAM methods {sorted(cams)} "
+        f"(gradient: {sorted(CAM_METHODS)}); images in {args.out}"
+    )
 
 
 if __name__ == "__main__":

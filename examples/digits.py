@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 import torchvision
+
 try:  # `pip install lightning` (import lightning as L), or the standalone pytorch-lightning package
     import lightning.pytorch as pl
     from lightning.pytorch.cli import LightningCLI

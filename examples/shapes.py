@@ -1,7 +1,7 @@
 """CNNSee from a YAML file: the built-in shapes data set and CNN, trained with Lightning's ``LightningCLI``.
 
-Every option of the model (:class:`~lightning_cnnsee.demo.ShapesClassifier`), the data
-(:class:`~lightning_cnnsee.demo.ShapesDataModule`), the trainer and its callbacks, CNNSee included, comes from
+Every option of the model (:class:`~lightning_cnnsee.demo.train.ShapesClassifier`), the data
+(:class:`~lightning_cnnsee.demo.train.ShapesDataModule`), the trainer and its callbacks, CNNSee included, comes from
 ``configs/shapes.yaml`` or the command line, checked by jsonargparse against their type annotations::
 
     python examples/shapes.py fit --config configs/shapes.yaml
@@ -22,7 +22,7 @@ try:  # `pip install lightning` (import lightning as L), or the standalone pytor
 except ImportError:
     from pytorch_lightning.cli import LightningCLI
 
-from lightning_cnnsee.demo import ShapesClassifier, ShapesDataModule
+from lightning_cnnsee.demo.train import ShapesClassifier, ShapesDataModule
 
 
 def main(args: Sequence[str] | None = None) -> LightningCLI:

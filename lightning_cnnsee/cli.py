@@ -62,12 +62,26 @@ def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
             "Takes about a minute on a laptop CPU; needs no download."
         ),
     )
-    parser.add_argument("--logdir", default="runs", metavar="DIR",
-                        help="folder for the TensorBoard logs, written to DIR/demo/version_N (default: %(default)s)")
-    parser.add_argument("--epochs", type=positive_int, default=DEFAULT_DEMO_EPOCHS, metavar="N",
-                        help="training epochs (default: %(default)s)")
-    parser.add_argument("--seed", type=non_negative_int, default=0, metavar="S",
-                        help="seed of the data, the weights and the data order (default: %(default)s)")
+    parser.add_argument(
+        "--logdir",
+        default="runs",
+        metavar="DIR",
+        help="folder for the TensorBoard logs, written to DIR/demo/version_N (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=DEFAULT_DEMO_EPOCHS,
+        metavar="N",
+        help="training epochs (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        metavar="S",
+        help="seed of the data, the weights and the data order (default: %(default)s)",
+    )
     parser.set_defaults(handler=run_demo_command)
 
 
@@ -84,15 +98,28 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
 
 def _add_review_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("logdir", metavar="LOGDIR",
-                        help="the log folder: one run's folder, or any folder above runs. A run is a folder with "
-                             "TensorBoard event files (e.g. version_0), a folder with CNNSee's cnnsee/ folder of "
-                             "step_N.png files (CSVLogger or no logger), or an MLflow run (mlruns/<experiment>/<run>)")
-    parser.add_argument("--max-steps", type=positive_int, default=None, metavar="N",
-                        help="at most N steps per tag and run, evenly spaced, first and last kept (default: all)")
+    parser.add_argument(
+        "logdir",
+        metavar="LOGDIR",
+        help="the log folder: one run's folder, or any folder above runs. A run is a folder with "
+        "TensorBoard event files (e.g. version_0), a folder with CNNSee's cnnsee/ folder of "
+        "step_N.png files (CSVLogger or no logger), or an MLflow run (mlruns/<experiment>/<run>)",
+    )
+    parser.add_argument(
+        "--max-steps",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="at most N steps per tag and run, evenly spaced, first and last kept (default: all)",
+    )
     progress = parser.add_mutually_exclusive_group()
-    progress.add_argument("--progress", dest="progress", action="store_true", default=None,
-                          help="show progress bars on stderr (default: only when stderr is a terminal)")
+    progress.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="show progress bars on stderr (default: only when stderr is a terminal)",
+    )
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
@@ -109,8 +136,9 @@ def add_report_parser(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     _add_review_arguments(parser)
-    parser.add_argument("-o", "--output", default="report.html", metavar="FILE",
-                        help="the HTML file to write (default: %(default)s)")
+    parser.add_argument(
+        "-o", "--output", default="report.html", metavar="FILE", help="the HTML file to write (default: %(default)s)"
+    )
     parser.add_argument("--title", default=None, help="the page title (default: LOGDIR)")
     parser.set_defaults(handler=run_report_command)
 
@@ -125,11 +153,17 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     _add_review_arguments(parser)
-    parser.add_argument("-o", "--output", default="cnnsee-images", metavar="DIR",
-                        help="the folder to write to (default: %(default)s)")
+    parser.add_argument(
+        "-o", "--output", default="cnnsee-images", metavar="DIR", help="the folder to write to (default: %(default)s)"
+    )
     parser.add_argument("--no-gif", dest="gif", action="store_false", help="PNG files only, no GIFs")
-    parser.add_argument("--frame-ms", type=positive_int, default=500, metavar="MS",
-                        help="how long each GIF frame shows, in milliseconds (default: %(default)s)")
+    parser.add_argument(
+        "--frame-ms",
+        type=positive_int,
+        default=500,
+        metavar="MS",
+        help="how long each GIF frame shows, in milliseconds (default: %(default)s)",
+    )
     parser.set_defaults(handler=run_export_command)
 
 
@@ -162,7 +196,11 @@ def run_export_command(args: argparse.Namespace) -> int:
 
     try:
         summary = export_images(
-            args.logdir, args.output, gif=args.gif, frame_ms=args.frame_ms, max_steps=args.max_steps,
+            args.logdir,
+            args.output,
+            gif=args.gif,
+            frame_ms=args.frame_ms,
+            max_steps=args.max_steps,
             progress=args.progress,
         )
     except NothingToReview as error:

@@ -6,8 +6,8 @@ import contextlib
 
 import pytest
 import torch
-from torch import nn
 from tiny import count_hooks
+from torch import nn
 
 
 @pytest.fixture

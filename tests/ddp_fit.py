@@ -16,9 +16,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tiny import RecordingCNNSee, TinyClassifier, make_loaders  # noqa: E402
 
-import lightning_cnnsee.callback as callback_module  # noqa: E402
-import lightning_cnnsee.visualization as visualize_module  # noqa: E402
-
+import lightning_cnnsee.callback.cnnsee as callback_module  # noqa: E402
+import lightning_cnnsee.run.visualization as visualize_module  # noqa: E402
 
 SHARE = []  # the number of patterns this rank optimized in each run
 

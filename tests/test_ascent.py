@@ -11,13 +11,12 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from torch import nn
 from tiny import Boom, Counter, count_hooks
+from torch import nn
 
-import lightning_cnnsee.ascent as ascent_module
+import lightning_cnnsee.explain.ascent as ascent_module
 from lightning_cnnsee import AscentResult, filter_ascent
-from lightning_cnnsee.objectives import channel, diversity, neuron
-
+from lightning_cnnsee.explain.objectives import channel, diversity, neuron
 
 PARAMETERIZATIONS = ["fft", "pixel"]
 
@@ -348,8 +347,15 @@ def test_hooks_are_registered_once_per_ascent_whatever_the_steps(layer: str | No
     assert set(registered_hooks) == expected
     assert counts[0] == counts[1] == 2 * len(expected)  # one recording and one stopping hook per layer, per run
     registered_hooks.clear()
-    filter_ascent(model, "conv2", [0, 2], (3, 12, 12), steps=5, num_diverse=2,
-                  objective=lambda c: channel("conv1", c) + neuron("conv2", c))
+    filter_ascent(
+        model,
+        "conv2",
+        [0, 2],
+        (3, 12, 12),
+        steps=5,
+        num_diverse=2,
+        objective=lambda c: channel("conv1", c) + neuron("conv2", c),
+    )
     assert sorted(map(id, registered_hooks)) == sorted(map(id, [model.conv1, model.conv2] * 2))
 
 
@@ -386,11 +392,24 @@ def test_no_hook_is_left_when_a_step_fails(model_untouched, monkeypatch, registe
 def test_the_forward_pass_stops_after_the_deepest_layer_the_objective_needs() -> None:
     counter = Counter()
     model = random_cnn(tail=counter)
-    filter_ascent(model, "conv1", [0, 1], (3, 12, 12), steps=3,
-                  objective=lambda c: channel("conv2", c) + neuron("conv1", c) + diversity("bn1"))
+    filter_ascent(
+        model,
+        "conv1",
+        [0, 1],
+        (3, 12, 12),
+        steps=3,
+        objective=lambda c: channel("conv2", c) + neuron("conv1", c) + diversity("bn1"),
+    )
     assert counter.calls == 0
-    filter_ascent(random_cnn(tail=Boom()), "conv2", [0], (3, 12, 12), steps=3, num_diverse=2,
-                  objective=lambda c: channel("conv1", c) - channel("conv2", c))
+    filter_ascent(
+        random_cnn(tail=Boom()),
+        "conv2",
+        [0],
+        (3, 12, 12),
+        steps=3,
+        num_diverse=2,
+        objective=lambda c: channel("conv1", c) - channel("conv2", c),
+    )
     filter_ascent(model, "conv1", [0], (3, 12, 12), steps=3, objective=lambda c: channel("conv1", c) + channel("fc", c))
     assert counter.calls == 4  # 3 steps and the final measurement: the first check was not vacuous
 
@@ -501,6 +520,14 @@ def test_the_model_is_left_exactly_as_it_was_with_diverse_images(layer: str | No
     model = random_cnn().train()
     model.conv2.eval()
     with model_untouched(model):
-        filter_ascent(model, layer, [0, 2], (3, 12, 12), steps=3, lr=0.2, num_diverse=2,
-                      objective=lambda c: channel(layer, c) + neuron("conv1", c))
+        filter_ascent(
+            model,
+            layer,
+            [0, 2],
+            (3, 12, 12),
+            steps=3,
+            lr=0.2,
+            num_diverse=2,
+            objective=lambda c: channel(layer, c) + neuron("conv1", c),
+        )
     assert count_hooks(model) == 0

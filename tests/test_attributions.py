@@ -15,16 +15,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from tiny import Boom, count_hooks
 from torch import nn
 
-from tiny import Boom, count_hooks
-
-from lightning_cnnsee.attributions import ATTRIBUTION_METHODS, ROWS_PER_PASS, attribute, method_options
+from lightning_cnnsee.explain.attributions import ATTRIBUTION_METHODS, ROWS_PER_PASS, attribute, method_options
 
 captum_attr = pytest.importorskip("captum.attr")
 
-METHODS = ["saliency", "input_x_gradient", "smoothgrad", "integrated_gradients", "occlusion", "guided_backprop",
-           "guided_gradcam"]
+METHODS = [
+    "saliency",
+    "input_x_gradient",
+    "smoothgrad",
+    "integrated_gradients",
+    "occlusion",
+    "guided_backprop",
+    "guided_gradcam",
+]
 # The options each method needs (and a few that keep these tests fast).
 REQUIRED = {
     "occlusion": {"sliding_window_shapes": (3, 4, 4), "strides": (3, 2, 2)},
@@ -122,8 +128,9 @@ def test_defaults_are_captums(method: str, images: torch.Tensor) -> None:
     # No options beyond the required ones: the full defaults (IG: 50 Gauss-Legendre steps, SmoothGrad: 5 samples
     # at stdevs 1.0, Occlusion: stride 1), against Captum's defaults.
     model = make_cnn(1)
-    options = {name: value for name, value in REQUIRED.get(method, {}).items() if name in ("sliding_window_shapes",
-                                                                                           "layer")}
+    options = {
+        name: value for name, value in REQUIRED.get(method, {}).items() if name in ("sliding_window_shapes", "layer")
+    }
     torch.manual_seed(4)
     ours = attribute(model, images, method, TARGETS, **options)
     torch.manual_seed(4)
@@ -138,8 +145,9 @@ def test_saliency_signed_gradient_with_abs_false(images: torch.Tensor) -> None:
     assert torch.equal(signed.abs(), attribute(model, images, "saliency", TARGETS))
 
 
-@pytest.mark.parametrize("quadrature", ["gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
-                                        "riemann_trapezoid"])
+@pytest.mark.parametrize(
+    "quadrature", ["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"]
+)
 def test_integrated_gradients_equals_captum_for_each_quadrature(quadrature: str, images: torch.Tensor) -> None:
     model = make_cnn(inplace=True)
     ours = attribute(model, images, "integrated_gradients", TARGETS, method=quadrature, n_steps=12)
@@ -150,12 +158,26 @@ def test_integrated_gradients_equals_captum_for_each_quadrature(quadrature: str,
 def test_integrated_gradients_batching_and_baselines_change_nothing(internal_batch_size, images: torch.Tensor) -> None:
     model = make_cnn()
     baselines = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
-    ours = attribute(model, images, "integrated_gradients", TARGETS, baselines=baselines, n_steps=10,
-                     internal_batch_size=internal_batch_size)
+    ours = attribute(
+        model,
+        images,
+        "integrated_gradients",
+        TARGETS,
+        baselines=baselines,
+        n_steps=10,
+        internal_batch_size=internal_batch_size,
+    )
     theirs = captum_result("integrated_gradients", model, images, TARGETS, baselines=baselines, n_steps=10)
     assert_matches(ours, theirs)
-    scalar = attribute(model, images, "integrated_gradients", TARGETS, baselines=0.5, n_steps=10,
-                       internal_batch_size=internal_batch_size)
+    scalar = attribute(
+        model,
+        images,
+        "integrated_gradients",
+        TARGETS,
+        baselines=0.5,
+        n_steps=10,
+        internal_batch_size=internal_batch_size,
+    )
     assert_matches(scalar, captum_result("integrated_gradients", model, images, TARGETS, baselines=0.5, n_steps=10))
 
 
@@ -217,8 +239,15 @@ def test_occlusion_equals_captum_for_windows_and_strides(window, strides, images
     model = make_cnn(inplace=True)
     theirs = captum_result("occlusion", model, images, TARGETS, sliding_window_shapes=window, strides=strides)
     for per_eval in (None, 1, 7):
-        ours = attribute(model, images, "occlusion", TARGETS, sliding_window_shapes=window, strides=strides,
-                         perturbations_per_eval=per_eval)
+        ours = attribute(
+            model,
+            images,
+            "occlusion",
+            TARGETS,
+            sliding_window_shapes=window,
+            strides=strides,
+            perturbations_per_eval=per_eval,
+        )
         assert_matches(ours, theirs)
 
 
@@ -226,12 +255,18 @@ def test_occlusion_baselines_and_a_window_over_all_channels(images: torch.Tensor
     model = make_cnn()
     baselines = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(3))
     for value in (0.7, baselines):
-        ours = attribute(model, images, "occlusion", TARGETS, sliding_window_shapes=(3, 5, 5), strides=(3, 2, 2),
-                         baselines=value)
-        assert_matches(ours, captum_result("occlusion", model, images, TARGETS, sliding_window_shapes=(3, 5, 5),
-                                           strides=(3, 2, 2), baselines=value))
-        two_d = attribute(model, images, "occlusion", TARGETS, sliding_window_shapes=(5, 5), strides=(2, 2),
-                          baselines=value)
+        ours = attribute(
+            model, images, "occlusion", TARGETS, sliding_window_shapes=(3, 5, 5), strides=(3, 2, 2), baselines=value
+        )
+        assert_matches(
+            ours,
+            captum_result(
+                "occlusion", model, images, TARGETS, sliding_window_shapes=(3, 5, 5), strides=(3, 2, 2), baselines=value
+            ),
+        )
+        two_d = attribute(
+            model, images, "occlusion", TARGETS, sliding_window_shapes=(5, 5), strides=(2, 2), baselines=value
+        )
         assert torch.equal(two_d, ours)
 
 
@@ -262,8 +297,10 @@ def test_guided_backprop_on_a_resnet_whose_relus_run_twice_equals_captum() -> No
         ours = attribute(model, images, method, [4, 1], **options)
         assert_matches(ours, captum_result(method, model, images, [4, 1], **options))
     with_bilinear = attribute(model, images, "guided_gradcam", [4, 1], layer="layer3", interpolate_mode="bilinear")
-    assert_matches(with_bilinear, captum_result("guided_gradcam", model, images, [4, 1], layer="layer3",
-                                                interpolate_mode="bilinear"))
+    assert_matches(
+        with_bilinear,
+        captum_result("guided_gradcam", model, images, [4, 1], layer="layer3", interpolate_mode="bilinear"),
+    )
 
 
 def test_functional_relu_is_not_guided_as_in_captum(images: torch.Tensor) -> None:
@@ -282,16 +319,20 @@ def test_functional_relu_is_not_guided_as_in_captum(images: torch.Tensor) -> Non
     assert_matches(guided, captum_result("guided_backprop", model, images, TARGETS))
     # With an nn.ReLU module instead, the gradient is guided and differs.
     modular = make_cnn()
-    assert not torch.allclose(attribute(modular, images, "guided_backprop", TARGETS),
-                              attribute(modular, images, "saliency", TARGETS, abs=False))
+    assert not torch.allclose(
+        attribute(modular, images, "guided_backprop", TARGETS),
+        attribute(modular, images, "saliency", TARGETS, abs=False),
+    )
 
 
 def test_guided_backprop_replaces_no_module_and_sets_no_attribute(images: torch.Tensor) -> None:
     model = make_cnn(inplace=True)
 
     def snapshot():
-        return [(name, id(module), type(module), sorted(vars(module)), getattr(module, "inplace", None))
-                for name, module in model.named_modules()]
+        return [
+            (name, id(module), type(module), sorted(vars(module)), getattr(module, "inplace", None))
+            for name, module in model.named_modules()
+        ]
 
     before = snapshot()
     seen_during = []
@@ -421,12 +462,25 @@ def test_unknown_option_names_it_and_the_methods_options(method: str, images: to
 def test_the_options_are_captums() -> None:
     assert method_options("saliency") == {"abs": True}
     assert method_options("input_x_gradient") == {} and method_options("guided_backprop") == {}
-    assert method_options("smoothgrad") == {"nt_type": "smoothgrad", "nt_samples": 5, "nt_samples_batch_size": None,
-                                            "stdevs": 1.0, "abs": True}
-    assert method_options("integrated_gradients") == {"baselines": None, "n_steps": 50, "method": "gausslegendre",
-                                                      "internal_batch_size": None}
-    assert list(method_options("occlusion")) == ["sliding_window_shapes", "strides", "baselines",
-                                                 "perturbations_per_eval"]
+    assert method_options("smoothgrad") == {
+        "nt_type": "smoothgrad",
+        "nt_samples": 5,
+        "nt_samples_batch_size": None,
+        "stdevs": 1.0,
+        "abs": True,
+    }
+    assert method_options("integrated_gradients") == {
+        "baselines": None,
+        "n_steps": 50,
+        "method": "gausslegendre",
+        "internal_batch_size": None,
+    }
+    assert list(method_options("occlusion")) == [
+        "sliding_window_shapes",
+        "strides",
+        "baselines",
+        "perturbations_per_eval",
+    ]
     assert list(method_options("guided_gradcam")) == ["layer", "interpolate_mode"]
 
 
@@ -498,5 +552,6 @@ def test_occlusion_falls_back_to_the_usual_layout_for_a_model_that_views_its_fea
     with pytest.raises(RuntimeError, match="view"):  # the layout occlusion tries first
         model(images.contiguous(memory_format=torch.channels_last))
     ours = attribute(model, images, "occlusion", [0, 2], sliding_window_shapes=(3, 2, 2), strides=(3, 2, 2))
-    assert_matches(ours, captum_result("occlusion", model, images, [0, 2], sliding_window_shapes=(3, 2, 2),
-                                       strides=(3, 2, 2)))
+    assert_matches(
+        ours, captum_result("occlusion", model, images, [0, 2], sliding_window_shapes=(3, 2, 2), strides=(3, 2, 2))
+    )

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from test_review import review_logs
 
 from lightning_cnnsee import cli
-from test_review import review_logs
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 TIMEOUT_S = 30.0
@@ -67,13 +67,27 @@ class Chromium:
         log = open(os.path.join(self._profile, "chromium.log"), "wb")
         self._process = subprocess.Popen(
             [
-                self.executable, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-extensions", "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio",
-                f"--user-data-dir={self._profile}", "--remote-debugging-port=0",
-                f"--window-size={self.width},{self.height}", "about:blank",
+                self.executable,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-extensions",
+                "--disable-dev-shm-usage",
+                "--hide-scrollbars",
+                "--mute-audio",
+                f"--user-data-dir={self._profile}",
+                "--remote-debugging-port=0",
+                f"--window-size={self.width},{self.height}",
+                "about:blank",
             ],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
         )
         log.close()
         port_file = Path(self._profile) / "DevToolsActivePort"  # Chromium writes its port here once listening
@@ -96,8 +110,10 @@ class Chromium:
         )
         for domain in ("Runtime", "Log", "Page"):
             self.send(f"{domain}.enable")
-        self.send("Emulation.setDeviceMetricsOverride",
-                  {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False})
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False},
+        )
 
     def log_tail(self) -> str:
         try:
@@ -144,8 +160,10 @@ class Chromium:
     def click(self, x: float, y: float) -> None:
         """A left click at page coordinates (x, y), as a mouse would."""
         for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
-            self.send("Input.dispatchMouseEvent",
-                      {"type": kind, "x": x, "y": y, "button": "left", "buttons": 1, "clickCount": 1})
+            self.send(
+                "Input.dispatchMouseEvent",
+                {"type": kind, "x": x, "y": y, "button": "left", "buttons": 1, "clickCount": 1},
+            )
 
     def screenshot(self) -> Image.Image:
         data = self.send("Page.captureScreenshot", {"format": "png"})["data"]
@@ -183,8 +201,10 @@ class Chromium:
 def chromium() -> str:
     executable = find_chromium()
     if executable is None:
-        pytest.skip("no Chromium found (looked for chromium, chromium-browser, google-chrome): install Debian's "
-                    "chromium (apt-get install chromium) to run the browser test")
+        pytest.skip(
+            "no Chromium found (looked for chromium, chromium-browser, google-chrome): install Debian's "
+            "chromium (apt-get install chromium) to run the browser test"
+        )
     try:
         import websocket  # noqa: F401  (websocket-client, in the dev extra)
     except ImportError:
@@ -241,7 +261,9 @@ def test_the_report_works_in_headless_chromium(chromium, report_file):
         }})""")
         assert after["value"] == "0" and after["label"] == "step 0", after
         assert after["steps"] == ["0", "0"] and after["stale"] == [False, False]
-        assert all(a != b for a, b in zip(after["srcs"], before["srcs"])), "the images did not change with the step"
+        assert all(a != b for a, b in zip(after["srcs"], before["srcs"], strict=True)), (
+            "the images did not change with the step"
+        )
 
         # the slider at the top moves every tag; with the middle step, every section shows step 6
         labels = browser.evaluate("""(() => {
@@ -303,8 +325,8 @@ def test_the_scalar_charts_show_in_headless_chromium(chromium, report_file):
         assert len(charts["drawn"]) >= 3 and charts["drawn"] == charts["expected"], charts
         assert all(width > 100 for width in charts["shown"])
         # a line of two points or more spans the chart; a single point is drawn as a marker
-        for widths, markers, counts in zip(charts["widths"], charts["markers"], charts["expected"]):
-            for width, marker_count, count in zip(widths, markers, counts):
+        for widths, markers, counts in zip(charts["widths"], charts["markers"], charts["expected"], strict=True):
+            for width, marker_count, count in zip(widths, markers, counts, strict=True):
                 assert width > 0 if count > 1 else marker_count == 1, charts
         assert charts["legends"] == [len(series) for series in charts["expected"]]
 
@@ -323,9 +345,11 @@ def test_the_scalar_charts_show_in_headless_chromium(chromium, report_file):
         box = browser.evaluate("document.querySelector('svg.chart').getBoundingClientRect().toJSON()")
         color = browser.evaluate("document.querySelector('svg.chart polyline').getAttribute('stroke')")
         shot = browser.screenshot()
-        area = np.asarray(shot.crop((int(box["left"]), int(box["top"]), int(box["right"]),
-                                     int(min(box["bottom"], shot.height)))), dtype=int)
-        target = np.array([int(color[i:i + 2], 16) for i in (1, 3, 5)])
+        area = np.asarray(
+            shot.crop((int(box["left"]), int(box["top"]), int(box["right"]), int(min(box["bottom"], shot.height)))),
+            dtype=int,
+        )
+        target = np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)])
         near = (np.abs(area - target).sum(axis=2) < 60).sum()
         assert near > 100, (color, near)
         assert browser.problems() == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lightning_cnnsee.budget import PLANNING_MARGIN, OverheadBudget, Plan
+from lightning_cnnsee.callback.budget import PLANNING_MARGIN, OverheadBudget, Plan
 
 
 class Clock:

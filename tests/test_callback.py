@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
-import time
 import os
+import time
 import warnings
 
 import numpy as np
@@ -16,9 +16,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tiny import TinyClassifier, count_hooks, make_loaders, read_images, trainer_kwargs
 
 from lightning_cnnsee import CNNSee
-from lightning_cnnsee.options import Options
-from lightning_cnnsee.render import render_results
-from lightning_cnnsee.visualization import visualize
+from lightning_cnnsee.render.images import render_results
+from lightning_cnnsee.run.options import Options
+from lightning_cnnsee.run.visualization import visualize
 
 FAST = dict(ascent_steps=4, num_samples=6, max_overhead=None)
 
@@ -116,10 +116,8 @@ def test_a_run_leaves_modes_gradients_statistics_parameters_and_hooks_as_they_we
 
 def test_training_is_bitwise_identical_with_and_without_the_callback(tmp_path):
     _, without = fit(tmp_path / "without", None, deterministic=True)
-    _, with_callback = fit(
-        tmp_path / "with", CNNSee(every_n_steps=1, **FAST), deterministic=True
-    )
-    for (name, a), (_, b) in zip(without.state_dict().items(), with_callback.state_dict().items()):
+    _, with_callback = fit(tmp_path / "with", CNNSee(every_n_steps=1, **FAST), deterministic=True)
+    for (name, a), (_, b) in zip(without.state_dict().items(), with_callback.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
 
 
@@ -149,7 +147,9 @@ def test_with_a_csv_logger_png_files_land_in_its_run_folder_and_it_says_so(tmp_p
         trainer, _ = fit(tmp_path, CNNSee(**FAST), logger=logger, max_epochs=1)
     folder = os.path.join(trainer.log_dir, "cnnsee")
     assert f"CSVLogger: PNG files in {folder}" in caplog.text
-    written = sorted(os.path.relpath(os.path.join(root, f), folder) for root, _, files in os.walk(folder) for f in files)
+    written = sorted(
+        os.path.relpath(os.path.join(root, f), folder) for root, _, files in os.walk(folder) for f in files
+    )
     assert "classes/step_00000000.png" in written
     assert any(path.startswith("gradcam/features/") for path in written)
     assert any(path.startswith("activations/") for path in written)
@@ -163,7 +163,7 @@ def test_without_a_logger_it_warns_and_writes_png_files_under_the_root_folder(tm
 
 
 def test_a_failing_visualization_is_reported_once_and_training_goes_on(tmp_path, monkeypatch):
-    import lightning_cnnsee.visualization as visualize_module
+    import lightning_cnnsee.run.visualization as visualize_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("activations exploded")
@@ -178,7 +178,7 @@ def test_a_failing_visualization_is_reported_once_and_training_goes_on(tmp_path,
 
 
 def test_strict_mode_re_raises_the_visualization_error(tmp_path, monkeypatch):
-    import lightning_cnnsee.visualization as visualize_module
+    import lightning_cnnsee.run.visualization as visualize_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("activations exploded")
@@ -204,7 +204,9 @@ def test_images_are_denormalized_with_the_given_mean_and_std():
     options = Options(mean=[0.5], std=[0.25], techniques=["activations"], num_samples=2)
     model = TinyClassifier(in_channels=1)
     images = torch.full((2, 1, 16, 20), -2.0)  # (0 - 0.5) / 0.25: black after denormalizing
-    image = render_results(visualize(model, images, None, options), images, None, options)["cnnsee/activations/features.0"]
+    image = render_results(visualize(model, images, None, options), images, None, options)[
+        "cnnsee/activations/features.0"
+    ]
     # the first tile of the first row is the image itself: black, not clipped white or grey
     assert float(image[:, 2:10, 2:10].max()) == 0.0
 
@@ -213,7 +215,7 @@ def test_images_are_denormalized_with_the_given_mean_and_std():
 def slow_ascent(monkeypatch):
     """Filter and class ascent that take 0.05 s per step and layer (and 0.01 s to set up), so that the patterns cost
     about 0.6 s a run: far over a budget of a few seconds when runs come every step."""
-    import lightning_cnnsee.visualization as visualize_module
+    import lightning_cnnsee.run.visualization as visualize_module
 
     real = visualize_module.filter_ascent
 
@@ -257,7 +259,7 @@ def test_max_overhead_counts_every_run_and_keeps_the_patterns_for_the_final_run(
 def test_the_estimate_of_the_pattern_cost_comes_before_the_first_patterns_and_is_close(
     tmp_path, slow_ascent, monkeypatch
 ):
-    import lightning_cnnsee.callback as callback_module
+    import lightning_cnnsee.callback.cnnsee as callback_module
 
     callback = CNNSee(every_n_epochs=None, every_n_steps=1, ascent_steps=4, num_samples=4, max_overhead=0.5)
     estimates = []

@@ -13,12 +13,10 @@ from collections import OrderedDict
 import pytest
 import torch
 import torchvision
+from tiny import count_hooks
 from torch import nn
 
-from tiny import count_hooks
-
 from lightning_cnnsee import CAM_METHODS, grad_cam
-
 
 METHODS = ["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam"]
 
@@ -71,7 +69,7 @@ def reference_activation_and_gradient(
     model = copy.deepcopy(model).eval()
     front, back = split_at(model, layer)
     activations, gradients = [], []
-    for image, target in zip(images, targets):
+    for image, target in zip(images, targets, strict=True):
         with torch.no_grad():
             activation = front(image[None])
         activation = activation.clone().requires_grad_(True)
@@ -403,11 +401,12 @@ def test_resnet18_gives_maps_at_layer3_and_layer4_resolution() -> None:
 
 
 def test_several_target_sets_share_one_forward_pass_and_equal_separate_calls():
-    from lightning_cnnsee.cam import cams_for_targets
+    from lightning_cnnsee.explain.cam import cams_for_targets
 
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          nn.Linear(6, 4))
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4)
+    )
     images = torch.rand(3, 3, 10, 10)
     labels = torch.tensor([2, 0, 3])
     forwards = []
@@ -428,6 +427,7 @@ def test_layers_before_the_first_cam_layer_record_no_autograd_graph(images: torc
     def note(name):
         def hook(module, args, output):
             seen[name] = (torch.is_grad_enabled(), output.grad_fn is not None)
+
         return hook
 
     handles = [getattr(model, name).register_forward_hook(note(name)) for name in ("conv1", "conv2", "conv3")]

@@ -16,13 +16,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from torch import nn
-
 from test_cam import make_cnn
 from tiny import count_hooks
+from torch import nn
 
 from lightning_cnnsee import CAM_METHODS
-from lightning_cnnsee.cam import (
+from lightning_cnnsee.explain.cam import (
     ALL_CAM_METHODS,
     GRADIENT_FREE_CAM_METHODS,
     cam,
@@ -79,7 +78,7 @@ def grad_cam_library_raw(cam_class, model: nn.Module, layer: str, images: torch.
         outputs = extractor.activations_and_grads(images)
         gradients = None
         if extractor.uses_gradients:
-            sum(target(output) for target, output in zip(targets, outputs)).backward()
+            sum(target(output) for target, output in zip(targets, outputs, strict=True)).backward()
             gradients = extractor.activations_and_grads.gradients[0].numpy()
         activations = extractor.activations_and_grads.activations[0].numpy()
         raw = extractor.get_cam_image(images, module, targets, activations, gradients, False)
@@ -120,7 +119,9 @@ def activations_of(model: nn.Module, images: torch.Tensor, layer: str) -> np.nda
 
 
 def correlations(a: torch.Tensor, b: torch.Tensor) -> list[float]:
-    return [float(torch.corrcoef(torch.stack([x.flatten(), y.flatten()]).double())[0, 1]) for x, y in zip(a, b)]
+    return [
+        float(torch.corrcoef(torch.stack([x.flatten(), y.flatten()]).double())[0, 1]) for x, y in zip(a, b, strict=True)
+    ]
 
 
 def assert_maps_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-4) -> None:
@@ -235,8 +236,10 @@ class Residual(nn.Module):
 def test_ablated_passes_run_the_layers_before_the_cam_layer_on_one_image(images: torch.Tensor) -> None:
     model = make_cnn()
     before, after = [], []
-    handles = [model.conv1.register_forward_hook(lambda m, a, o: before.append(o.shape[0])),
-               model.fc.register_forward_hook(lambda m, a, o: after.append(o.shape[0]))]
+    handles = [
+        model.conv1.register_forward_hook(lambda m, a, o: before.append(o.shape[0])),
+        model.fc.register_forward_hook(lambda m, a, o: after.append(o.shape[0])),
+    ]
     grad_cam(model, images, ["relu3"], targets=[0, 1, 2], method="ablationcam", batch_size=3)
     for handle in handles:
         handle.remove()
@@ -272,8 +275,9 @@ def oriented_projection(activations: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return np.float32(projections), np.array(numpy_sign_kept)
 
 
-@pytest.mark.parametrize(("model_name", "layer"), [("cnn", "relu2"), ("cnn", "relu3"), ("resnet", "layer3"),
-                                                   ("resnet", "layer4")])
+@pytest.mark.parametrize(
+    ("model_name", "layer"), [("cnn", "relu2"), ("cnn", "relu3"), ("resnet", "layer3"), ("resnet", "layer4")]
+)
 def test_eigencam_is_pytorch_grad_cams_projection_with_the_documented_sign(model_name: str, layer: str) -> None:
     if model_name == "cnn":
         model, images = make_cnn(), torch.rand(4, 3, 12, 12, generator=torch.Generator().manual_seed(5))
@@ -285,7 +289,7 @@ def test_eigencam_is_pytorch_grad_cams_projection_with_the_documented_sign(model
     assert_maps_close(ours, torch.relu(torch.from_numpy(projection)), rtol=1e-3)
     # pytorch-grad-cam's own projection is the same up to its sign, which numpy's SVD picks.
     plain = torch.from_numpy(get_2d_projection(activations))
-    for expected, theirs in zip(torch.from_numpy(projection), plain):
+    for expected, theirs in zip(torch.from_numpy(projection), plain, strict=True):
         scale = float(expected.abs().max())
         assert any(torch.allclose(theirs, sign * expected, rtol=1e-3, atol=1e-4 * scale) for sign in (1, -1))
 
@@ -312,8 +316,10 @@ def test_eigencam_is_the_same_for_every_target(images: torch.Tensor) -> None:
 @pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
 def test_batch_size_does_not_change_the_maps(method: str, images: torch.Tensor) -> None:
     model = make_cnn()
-    maps = [grad_cam(model, images, ["relu2"], targets=[1, 2, 3], method=method, batch_size=size)["relu2"]
-            for size in (1, 5, 1000)]
+    maps = [
+        grad_cam(model, images, ["relu2"], targets=[1, 2, 3], method=method, batch_size=size)["relu2"]
+        for size in (1, 5, 1000)
+    ]
     for other in maps[1:]:
         torch.testing.assert_close(other, maps[0], rtol=1e-5, atol=1e-6 * float(maps[0].max()))
 
@@ -380,9 +386,13 @@ def test_the_model_is_untouched_after_success_and_after_errors(method: str, imag
     model.fc.weight.grad = torch.ones_like(model.fc.weight)
     with model_untouched(model):
         grad_cam(model, images, ["relu2", "relu3"], method=method)
-    for bad, match in [(dict(targets=99), "out of range"), (dict(targets=[0, 1]), "3 images"),
-                       (dict(layers=["relu2", "flatten"]), "'flatten'"), (dict(layers=["relu9"]), "'relu9'"),
-                       (dict(batch_size=0), "batch_size must be a positive int, got 0")]:
+    for bad, match in [
+        (dict(targets=99), "out of range"),
+        (dict(targets=[0, 1]), "3 images"),
+        (dict(layers=["relu2", "flatten"]), "'flatten'"),
+        (dict(layers=["relu9"]), "'relu9'"),
+        (dict(batch_size=0), "batch_size must be a positive int, got 0"),
+    ]:
         arguments = dict(layers=["relu2"], method=method) | bad
         with model_untouched(model):
             with pytest.raises(ValueError, match=match):

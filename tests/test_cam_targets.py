@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
+from pytorch_grad_cam import AblationCAM, GradCAM, GradCAMPlusPlus, LayerCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, SemanticSegmentationTarget
 from test_cam_free import assert_maps_close, grad_cam_library_raw, torchcam_scorecam
 from tiny import count_hooks
+from torch import nn
 
-from lightning_cnnsee.cam import cam, cams_for_targets, grad_cam
-from lightning_cnnsee.targets import (
+from lightning_cnnsee.explain.cam import cam, cams_for_targets, grad_cam
+from lightning_cnnsee.explain.targets import (
     class_scores,
     model_kind,
     multilabel_targets,
@@ -29,9 +30,6 @@ from lightning_cnnsee.targets import (
     segmentation_scores,
     select_scores,
 )
-
-from pytorch_grad_cam import AblationCAM, GradCAM, GradCAMPlusPlus, LayerCAM
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, SemanticSegmentationTarget
 
 NUM_CLASSES = 4
 
@@ -54,7 +52,10 @@ class TinySegmenter(nn.Module):
         torch.manual_seed(seed)
         self.dict_output = dict_output
         self.backbone = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1),
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, stride=2, padding=1),
             nn.ReLU(),
         )
         self.classifier = nn.Conv2d(8, NUM_CLASSES, 1)
@@ -64,8 +65,9 @@ class TinySegmenter(nn.Module):
             self.classifier.bias.zero_()
 
     def forward(self, x: torch.Tensor):
-        scores = F.interpolate(self.classifier(self.backbone(x)), size=x.shape[-2:], mode="bilinear",
-                               align_corners=False)
+        scores = F.interpolate(
+            self.classifier(self.backbone(x)), size=x.shape[-2:], mode="bilinear", align_corners=False
+        )
         return {"out": scores, "aux": scores.detach() * 0} if self.dict_output else scores
 
 
@@ -89,7 +91,7 @@ def semantic_targets(model: nn.Module, images: torch.Tensor, classes: list[int])
     """pytorch-grad-cam's targets: per image, its class and the mask of pixels predicted as that class."""
     with torch.no_grad():
         predicted = copy.deepcopy(model).eval()(images).argmax(dim=1).numpy()
-    return [SemanticSegmentationTarget(c, np.float32(p == c)) for c, p in zip(classes, predicted)]
+    return [SemanticSegmentationTarget(c, np.float32(p == c)) for c, p in zip(classes, predicted, strict=True)]
 
 
 def runner_up_classes(model: nn.Module, images: torch.Tensor) -> list[int]:
@@ -152,9 +154,17 @@ def test_segmentation_score_is_the_class_output_summed_over_its_predicted_pixels
         for n, c in enumerate(classes.tolist())
     ]
     torch.testing.assert_close(segmentation_scores(scores, classes), torch.tensor(expected))
-    pytorch_grad_cam = [float(t(s)) for t, s in
-                        zip([SemanticSegmentationTarget(c, np.float32(p == c).copy())
-                             for c, p in zip(classes.tolist(), predicted.numpy())], scores)]
+    pytorch_grad_cam = [
+        float(t(s))
+        for t, s in zip(
+            [
+                SemanticSegmentationTarget(c, np.float32(p == c).copy())
+                for c, p in zip(classes.tolist(), predicted.numpy(), strict=True)
+            ],
+            scores,
+            strict=False,
+        )
+    ]
     torch.testing.assert_close(segmentation_scores(scores, classes), torch.tensor(pytorch_grad_cam))
     # The mask stays the one of the unperturbed output when the score is read from another forward pass.
     score = score_function(scores, classes, "segmentation")
@@ -185,8 +195,11 @@ def test_a_kind_that_does_not_fit_the_scores_says_which_would(images: torch.Tens
         with pytest.raises(ValueError, match=r"kind='classification' expects .*\(3, 4, 16, 16\).*'segmentation'"):
             grad_cam(model, images, ["backbone.4"], targets=1, kind="classification")
     with model_untouched(model):
-        with pytest.raises(ValueError, match=r"Unknown model kind 'semantic'.*'classification', 'multilabel', "
-                                             r"'segmentation'"):
+        with pytest.raises(
+            ValueError,
+            match=r"Unknown model kind 'semantic'.*'classification', 'multilabel', "
+            r"'segmentation'",
+        ):
             grad_cam(model, images, ["backbone.4"], kind="semantic", method="scorecam")
 
 
@@ -195,8 +208,15 @@ def test_a_kind_that_does_not_fit_the_scores_says_which_would(images: torch.Tens
 
 def make_multilabel(seed: int = 0) -> nn.Sequential:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 5),
+    )
 
 
 @pytest.mark.parametrize("method", ["gradcam", "ablationcam"])
@@ -207,14 +227,16 @@ def test_multilabel_maps_per_predicted_or_true_label_equal_pytorch_grad_cam(meth
     labels = torch.tensor([[1, 0, 0, 0, 1], [0, 0, 0, 0, 0], [0, 1, 1, 0, 0]])
     assert model_kind(logits, labels) == "multilabel"
     image_index, label_index = multilabel_targets(logits, labels)
-    expected_pairs = sorted({(n, k) for n in range(3) for k in range(5)
-                             if torch.sigmoid(logits[n, k]) > 0.5 or labels[n, k] == 1})
-    assert list(zip(image_index.tolist(), label_index.tolist())) == expected_pairs
+    expected_pairs = sorted(
+        {(n, k) for n in range(3) for k in range(5) if torch.sigmoid(logits[n, k]) > 0.5 or labels[n, k] == 1}
+    )
+    assert list(zip(image_index.tolist(), label_index.tolist(), strict=True)) == expected_pairs
     assert len(expected_pairs) > 3
     ours = cam(model, images[image_index], ["3"], targets=label_index, method=method, kind="multilabel")["3"]
     cam_class = {"gradcam": GradCAM, "ablationcam": AblationCAM}[method]
-    theirs = grad_cam_library_raw(cam_class, model, "3", images[image_index],
-                                  [ClassifierOutputTarget(int(k)) for k in label_index])
+    theirs = grad_cam_library_raw(
+        cam_class, model, "3", images[image_index], [ClassifierOutputTarget(int(k)) for k in label_index]
+    )
     assert_maps_close(ours, theirs)
 
 
@@ -241,9 +263,11 @@ def test_model_kind_follows_the_documented_rule() -> None:
     assert model_kind(logits) == "classification"
     assert model_kind(logits, torch.tensor([0, 2, 1, 1])) == "classification"
     assert model_kind((logits, None), torch.tensor([0, 2, 1, 1])) == "classification"
-    for multi_hot in (torch.tensor([[0, 1, 1], [1, 0, 0], [0, 0, 0], [1, 1, 1]]),
-                      torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]),
-                      torch.rand(4, 3) > 0.5):
+    for multi_hot in (
+        torch.tensor([[0, 1, 1], [1, 0, 0], [0, 0, 0], [1, 1, 1]]),
+        torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]),
+        torch.rand(4, 3) > 0.5,
+    ):
         assert model_kind(logits, multi_hot) == "multilabel"
     assert model_kind(torch.randn(4, 3, 8, 8)) == "segmentation"
     assert model_kind({"out": torch.randn(4, 3, 8, 8), "aux": torch.randn(4, 3, 8, 8)}) == "segmentation"

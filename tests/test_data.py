@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_cnnsee.data import CLASS_NAMES, MEAN, STD, ShapesDataset
+from lightning_cnnsee.demo.data import CLASS_NAMES, MEAN, STD, ShapesDataset
 
 
 def test_same_seed_gives_identical_images_and_labels():

@@ -8,8 +8,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_cnnsee import cli, demo
-from lightning_cnnsee.data import CLASS_NAMES, MEAN, STD
-from lightning_cnnsee.demo import ShapesClassifier, ShapesDataModule, run_demo
+from lightning_cnnsee.demo.data import CLASS_NAMES, MEAN, STD
+from lightning_cnnsee.demo.train import ShapesClassifier, ShapesDataModule, run_demo
 
 
 def test_help_lists_the_subcommands(capsys):
@@ -68,7 +68,9 @@ def test_no_subcommand_exits_nonzero_with_usage(capsys):
 def test_command_line_process_exits_nonzero_on_a_bad_value():
     result = subprocess.run(
         [sys.executable, "-m", "lightning_cnnsee.cli", "demo", "--epochs", "0"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert "argument --epochs: expected a positive whole number, got '0'" in result.stderr
@@ -99,12 +101,20 @@ def test_run_demo_rejects_a_bad_epoch_count(tmp_path):
 
 
 def test_short_demo_writes_tensorboard_scalars_and_cnnsee_images(tmp_path):
-    from lightning_cnnsee.callback import CNNSee
+    from lightning_cnnsee.callback.cnnsee import CNNSee
 
-    callback = CNNSee(num_samples=4, ascent_steps=2, num_filters=2, mean=MEAN, std=STD, class_names=CLASS_NAMES,
-                      strict=True)
-    trainer = run_demo(str(tmp_path), max_epochs=1, num_train=96, num_val=32, batch_size=32, callback=callback,
-                       enable_progress_bar=False)
+    callback = CNNSee(
+        num_samples=4, ascent_steps=2, num_filters=2, mean=MEAN, std=STD, class_names=CLASS_NAMES, strict=True
+    )
+    trainer = run_demo(
+        str(tmp_path),
+        max_epochs=1,
+        num_train=96,
+        num_val=32,
+        batch_size=32,
+        callback=callback,
+        enable_progress_bar=False,
+    )
     assert trainer.current_epoch == 1
     accuracy = float(trainer.callback_metrics["val/acc"])
     assert accuracy * 32 == pytest.approx(round(accuracy * 32), abs=1e-4)  # a share of the 32 validation images
@@ -119,7 +129,7 @@ def test_short_demo_writes_tensorboard_scalars_and_cnnsee_images(tmp_path):
 
 
 def test_demo_trains_with_a_cnnsee_that_knows_the_normalization_class_names_and_runs_every_epoch(tmp_path, monkeypatch):
-    import lightning_cnnsee.callback as callback_module
+    import lightning_cnnsee.callback.cnnsee as callback_module
 
     created = []
 
@@ -129,19 +139,26 @@ def test_demo_trains_with_a_cnnsee_that_knows_the_normalization_class_names_and_
             super().__init__(**kwargs, techniques=("gradcam",))
 
     monkeypatch.setattr(callback_module, "CNNSee", RecordingCNNSee)
-    trainer = run_demo(str(tmp_path), max_epochs=1, num_train=64, num_val=16, batch_size=32,
-                       enable_progress_bar=False)
+    trainer = run_demo(str(tmp_path), max_epochs=1, num_train=64, num_val=16, batch_size=32, enable_progress_bar=False)
     assert created == [{"mean": MEAN, "std": STD, "class_names": CLASS_NAMES, "max_overhead": None}]
     assert any(isinstance(c, RecordingCNNSee) for c in trainer.callbacks)
 
 
 def test_same_seed_gives_the_same_training_run(tmp_path):
-    from lightning_cnnsee.callback import CNNSee
+    from lightning_cnnsee.callback.cnnsee import CNNSee
 
     def val_loss(folder):
         callback = CNNSee(num_samples=2, techniques=("gradcam",))
-        trainer = run_demo(str(folder), max_epochs=1, num_train=64, num_val=32, batch_size=32, seed=3,
-                           callback=callback, enable_progress_bar=False)
+        trainer = run_demo(
+            str(folder),
+            max_epochs=1,
+            num_train=64,
+            num_val=32,
+            batch_size=32,
+            seed=3,
+            callback=callback,
+            enable_progress_bar=False,
+        )
         return float(trainer.callback_metrics["val/loss"])
 
     assert val_loss(tmp_path / "a") == val_loss(tmp_path / "b")

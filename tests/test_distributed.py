@@ -8,14 +8,14 @@ import sys
 import warnings
 
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 import pytorch_lightning as pl
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tiny import RecordingCNNSee, TinyClassifier, make_loaders, read_images, trainer_kwargs
 
 from lightning_cnnsee import CNNSee
-from lightning_cnnsee.options import Options
-from lightning_cnnsee.visualization import visualize
+from lightning_cnnsee.run.options import Options
+from lightning_cnnsee.run.visualization import visualize
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ddp_fit.py")
 TIMEOUT = 240  # seconds: a hang fails the test instead of blocking CI
@@ -165,8 +165,12 @@ def test_the_readme_multi_gpu_command_runs_on_two_cpu_processes(tmp_path):
     command = next(line for line in readme.splitlines() if "--trainer.accelerator=cpu --trainer.devices=2" in line)
     arguments = command.split()[1:]  # drop "python"
     small = [
-        "--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1",
-        "--data.num_train=256", "--data.num_val=64", f"--trainer.logger.init_args.save_dir={tmp_path}",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=3",
+        "--trainer.limit_val_batches=1",
+        "--data.num_train=256",
+        "--data.num_val=64",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
     ]
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", PYTHONWARNINGS="always")
     completed = subprocess.run(

@@ -12,11 +12,11 @@ from test_faithfulness import CAM_LAYER, trained_patch_model
 from torch import nn
 
 from lightning_cnnsee import grad_cam
-from lightning_cnnsee.drift import DriftTracker, SanityCheck, average_ranks, sanity_check, spearman
+from lightning_cnnsee.explain.drift import DriftTracker, SanityCheck, average_ranks, sanity_check, spearman
 
 
 def scipy_spearman(maps_a: torch.Tensor, maps_b: torch.Tensor) -> np.ndarray:
-    pairs = zip(maps_a, maps_b)
+    pairs = zip(maps_a, maps_b, strict=True)
     return np.array([stats.spearmanr(a.flatten().numpy(), b.flatten().numpy()).statistic for a, b in pairs])
 
 
@@ -144,8 +144,9 @@ def test_an_edge_detector_fails_the_sanity_check_and_gradcam_of_the_trained_mode
     assert isinstance(edges, SanityCheck) and not edges and edges.mean_similarity == pytest.approx(1.0)
     assert edges.message.startswith("sobel fails the model-randomization sanity check: mean Spearman correlation 1.000")
     assert cams and cams.mean_similarity < 0.6, cams.message
-    assert cams.message.startswith(f"gradcam passes the model-randomization sanity check: mean Spearman correlation "
-                                   f"{cams.mean_similarity:.3f}")
+    assert cams.message.startswith(
+        f"gradcam passes the model-randomization sanity check: mean Spearman correlation {cams.mean_similarity:.3f}"
+    )
     assert cams.similarity.shape == (len(images),) and "threshold 0.9" in cams.message
 
 

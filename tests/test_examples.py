@@ -4,6 +4,7 @@ jsonargparse from CNNSee's type annotations, a bad value failing with an error t
 from __future__ import annotations
 
 import doctest
+import importlib
 import importlib.util
 import inspect
 import runpy
@@ -12,16 +13,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-import importlib
-
-from lightning_cnnsee.compat import lightning
-
-LightningCLI = importlib.import_module(lightning.__name__ + ".cli").LightningCLI  # the namespace the examples pick
+from tiny import read_images
 
 from lightning_cnnsee import CNNSee
-from lightning_cnnsee.data import CLASS_NAMES, MEAN, STD
-from lightning_cnnsee.demo import ShapesClassifier, ShapesDataModule
-from tiny import read_images
+from lightning_cnnsee.callback.compat import lightning
+from lightning_cnnsee.demo.data import CLASS_NAMES, MEAN, STD
+from lightning_cnnsee.demo.train import ShapesClassifier, ShapesDataModule
+
+LightningCLI = importlib.import_module(lightning.__name__ + ".cli").LightningCLI  # the namespace the examples pick
 
 pytest.importorskip("jsonargparse", reason="LightningCLI needs jsonargparse[signatures] (pip install -e '.[dev]')")
 
@@ -33,10 +32,15 @@ FAST_DATA = {
     "digits": ["--data.batch_size=16"],
 }
 FAST_TRAINER = [
-    "--trainer.max_steps=3", "--trainer.limit_val_batches=2", "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false", "--trainer.log_every_n_steps=1",
+    "--trainer.max_steps=3",
+    "--trainer.limit_val_batches=2",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.log_every_n_steps=1",
     # CNNSee is the last callback in each config: these set its init_args
-    "--trainer.callbacks.ascent_steps=2", "--trainer.callbacks.num_samples=4", "--trainer.callbacks.num_filters=2",
+    "--trainer.callbacks.ascent_steps=2",
+    "--trainer.callbacks.num_samples=4",
+    "--trainer.callbacks.num_filters=2",
     "--trainer.callbacks.max_classes=3",
 ]
 
@@ -68,10 +72,19 @@ def test_every_config_has_an_example_script_and_the_other_way_round():
 @pytest.mark.parametrize("config", CONFIGS, ids=[path.stem for path in CONFIGS])
 def test_each_example_trains_from_its_config_and_cnnsee_logs_images(config, tmp_path, monkeypatch):
     name = config.stem
-    run_example(name, [
-        "fit", "--config", str(config), *FAST_TRAINER, *FAST_DATA[name],
-        f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}",
-    ], monkeypatch)
+    run_example(
+        name,
+        [
+            "fit",
+            "--config",
+            str(config),
+            *FAST_TRAINER,
+            *FAST_DATA[name],
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+        ],
+        monkeypatch,
+    )
     version = tmp_path / name / "version_0"
     images = read_images(str(version))
     kinds = {tag.split("/")[1] for tag in images}
@@ -95,7 +108,9 @@ def test_the_configs_show_images_with_the_normalization_their_data_uses():
     digits_example = load_example("digits")
     digits = cnnsee_init_args(yaml.safe_load((ROOT / "configs" / "digits.yaml").read_text()))
     assert (digits["mean"], digits["std"], digits["class_names"]) == (
-        digits_example.MEAN, digits_example.STD, digits_example.CLASS_NAMES
+        digits_example.MEAN,
+        digits_example.STD,
+        digits_example.CLASS_NAMES,
     )
 
 
@@ -162,21 +177,26 @@ def cli_with_cnnsee(init_args: dict, tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(sys, "argv", ["cnnsee-test"])  # LightningCLI warns when sys.argv holds pytest's arguments
     config = {
         "trainer": {
-            "logger": False, "default_root_dir": str(tmp_path), "enable_progress_bar": False,
+            "logger": False,
+            "default_root_dir": str(tmp_path),
+            "enable_progress_bar": False,
             "callbacks": [{"class_path": "lightning_cnnsee.CNNSee", "init_args": init_args}],
         },
     }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    return LightningCLI(ShapesClassifier, ShapesDataModule, run=False, args=["--config", str(path)],
-                        save_config_callback=None)
+    return LightningCLI(
+        ShapesClassifier, ShapesDataModule, run=False, args=["--config", str(path)], save_config_callback=None
+    )
 
 
 def test_every_cnnsee_option_is_set_from_yaml(tmp_path, monkeypatch):
     parameters = inspect.signature(CNNSee.__init__).parameters
     assert set(EVERY_OPTION) == set(parameters) - {"self"}, "a new option: add a value for it here"
     assert [name for name, value in EVERY_OPTION.items() if value == parameters[name].default] == []
-    [callback] = [c for c in cli_with_cnnsee(EVERY_OPTION, tmp_path, monkeypatch).trainer.callbacks if isinstance(c, CNNSee)]
+    [callback] = [
+        c for c in cli_with_cnnsee(EVERY_OPTION, tmp_path, monkeypatch).trainer.callbacks if isinstance(c, CNNSee)
+    ]
     got = {name: getattr(callback.options, name) for name in EVERY_OPTION}
     assert {**got, "techniques": list(got["techniques"])} == EVERY_OPTION
     assert isinstance(callback.options.image_key, int) and isinstance(callback.options.label_key, str)

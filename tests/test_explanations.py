@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import warnings
 
@@ -14,9 +15,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_cnnsee import CNNSee, spearman
-from lightning_cnnsee.attributions import ATTRIBUTION_METHODS
-from lightning_cnnsee.metrics import METRICS
-from lightning_cnnsee.visualization import explained_maps
+from lightning_cnnsee.explain.attributions import ATTRIBUTION_METHODS
+from lightning_cnnsee.explain.metrics import METRICS
+from lightning_cnnsee.run.visualization import explained_maps
 
 FAST = dict(ascent_steps=2, num_samples=4, max_overhead=None)
 
@@ -53,8 +54,12 @@ def test_every_attribution_method_is_shown_with_the_gradcam_layout(tmp_path):
 
 
 def test_faithfulness_and_drift_scalars_are_logged_for_every_map_beside_random_maps(tmp_path):
-    callback = RecordingCNNSee(techniques=["gradcam", "attributions", "faithfulness", "drift"],
-                               attribution_methods=["saliency"], every_n_steps=2, **FAST)
+    callback = RecordingCNNSee(
+        techniques=["gradcam", "attributions", "faithfulness", "drift"],
+        attribution_methods=["saliency"],
+        every_n_steps=2,
+        **FAST,
+    )
     maps = []
     run = callback.run
 
@@ -76,36 +81,56 @@ def test_faithfulness_and_drift_scalars_are_logged_for_every_map_beside_random_m
         start = maps[0][1][name]
         expected_start = [spearman(run_maps[name], start).nanmean().item() for _, run_maps in maps[1:]]
         expected_previous = [
-            spearman(now[name], before[name]).nanmean().item() for (_, before), (_, now) in zip(maps, maps[1:])
+            spearman(now[name], before[name]).nanmean().item() for (_, before), (_, now) in itertools.pairwise(maps)
         ]
         assert [s for s, _ in logged[f"cnnsee/drift/{name}/vs_start"]] == steps[1:]
         assert [v for _, v in logged[f"cnnsee/drift/{name}/vs_start"]] == pytest.approx(expected_start, abs=1e-6)
-        assert [v for _, v in logged[f"cnnsee/drift/{name}/vs_previous"]] == pytest.approx(expected_previous,
-                                                                                          abs=1e-6)
+        assert [v for _, v in logged[f"cnnsee/drift/{name}/vs_previous"]] == pytest.approx(expected_previous, abs=1e-6)
     # the faithfulness of the final run is what the functions give on its maps
     final = callback.last_results
     torch.testing.assert_close(
         torch.tensor(logged["cnnsee/faithfulness/features/deletion_auc"][-1][1]),
-        final.faithfulness["features"]["deletion_auc"].float().nanmean(), atol=1e-6, rtol=0,
+        final.faithfulness["features"]["deletion_auc"].float().nanmean(),
+        atol=1e-6,
+        rtol=0,
     )
 
 
 @pytest.mark.parametrize("method", ["gradcam", "scorecam"])
 def test_maps_and_faithfulness_split_across_ranks_equal_one_process(method):
     from lightning_cnnsee import Options, visualize
-    from lightning_cnnsee.visualization import gather_measures
+    from lightning_cnnsee.run.visualization import gather_measures
 
     torch.manual_seed(0)
     model = TinyClassifier()
     images, labels = next(iter(make_loaders(count=32)[1]))
-    options = Options(techniques=["gradcam", "attributions", "faithfulness"], cam_method=method,
-                      attribution_methods=["saliency", "occlusion"], faithfulness_steps=5)
+    options = Options(
+        techniques=["gradcam", "attributions", "faithfulness"],
+        cam_method=method,
+        attribution_methods=["saliency", "occlusion"],
+        faithfulness_steps=5,
+    )
     whole = visualize(model, images[:5], labels[:5], options)
     shares = [visualize(model, images[:5], labels[:5], options, rank=rank, world_size=3) for rank in range(3)]
     assert [share.measured_images for share in shares] == [[0, 3], [1, 4], [2]]
-    everyone = [(share.measured_images, share.logits, {name: getattr(share, name) for name in (
-        "cams_predicted", "cams_true", "attributions_predicted", "attributions_true", "faithfulness",
-        "faithfulness_random")}) for share in shares]
+    everyone = [
+        (
+            share.measured_images,
+            share.logits,
+            {
+                name: getattr(share, name)
+                for name in (
+                    "cams_predicted",
+                    "cams_true",
+                    "attributions_predicted",
+                    "attributions_true",
+                    "faithfulness",
+                    "faithfulness_random",
+                )
+            },
+        )
+        for share in shares
+    ]
     merged = gather_measures(shares[0], lambda value: everyone)
     torch.testing.assert_close(merged.logits, whole.logits)
     for name in ("cams_predicted", "cams_true", "attributions_predicted", "attributions_true"):
@@ -117,8 +142,15 @@ def test_maps_and_faithfulness_split_across_ranks_equal_one_process(method):
 
 
 def test_num_diverse_shows_that_many_different_patterns_per_channel(tmp_path):
-    callback = RecordingCNNSee(techniques=["filters", "classes"], num_diverse=2, num_filters=2, max_classes=2,
-                               ascent_steps=6, num_samples=4, max_overhead=None)
+    callback = RecordingCNNSee(
+        techniques=["filters", "classes"],
+        num_diverse=2,
+        num_filters=2,
+        max_classes=2,
+        ascent_steps=6,
+        num_samples=4,
+        max_overhead=None,
+    )
     fit(tmp_path, callback, max_epochs=1)
     results = callback.last_results
     for found in [*results.filters.values(), results.classes]:
@@ -155,8 +187,9 @@ class MultiLabel(pl.LightningModule):
 
     def __init__(self):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
-                                      nn.ReLU())
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()
+        )
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 4))
 
     def forward(self, x):
@@ -177,7 +210,7 @@ def multilabel_loaders():
     labels = (torch.rand(32, 4, generator=generator) > 0.5).long()
     images = torch.rand(32, 3, 16, 16, generator=generator) * 0.2
     for index, (row, column) in enumerate([(0, 0), (0, 8), (8, 0), (8, 8)]):
-        images[labels[:, index] == 1, :, row:row + 8, column:column + 8] += 0.8
+        images[labels[:, index] == 1, :, row : row + 8, column : column + 8] += 0.8
     data = TensorDataset(images, labels)
     return DataLoader(data, batch_size=8), DataLoader(data, batch_size=8)
 
@@ -203,8 +236,9 @@ class Segmenter(pl.LightningModule):
 
     def __init__(self):
         super().__init__()
-        self.backbone = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
-                                      nn.ReLU())
+        self.backbone = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()
+        )
         self.classifier = nn.Conv2d(8, 3, 1)
 
     def forward(self, x):
@@ -234,15 +268,17 @@ def test_a_segmentation_model_gets_the_predicted_mask_and_a_map_per_class(tmp_pa
     results = callback.last_results
     images_index, classes = results.pairs
     predicted = results.logits.argmax(dim=1)
-    for image, cls in zip(images_index.tolist(), classes.tolist()):
+    for image, cls in zip(images_index.tolist(), classes.tolist(), strict=True):
         assert bool((predicted[image] == cls).any())  # a map per class of the predicted mask
     assert len(results.classes.channels) == 3  # class patterns: the output channels
 
 
 def test_one_hot_labels_of_a_classifier_given_its_kind_become_class_indices(tmp_path):
     train, val = make_loaders(count=32)
-    one_hot = [DataLoader(TensorDataset(x, nn.functional.one_hot(y, 4)), batch_size=8)
-               for x, y in (loader.dataset.tensors for loader in (train, val))]
+    one_hot = [
+        DataLoader(TensorDataset(x, nn.functional.one_hot(y, 4)), batch_size=8)
+        for x, y in (loader.dataset.tensors for loader in (train, val))
+    ]
 
     class OneHot(TinyClassifier):
         def training_step(self, batch, batch_idx):
@@ -259,7 +295,7 @@ def test_one_hot_labels_of_a_classifier_given_its_kind_become_class_indices(tmp_
 
 
 def test_a_failing_number_costs_neither_the_images_nor_the_training(tmp_path, monkeypatch):
-    import lightning_cnnsee.callback as callback_module
+    import lightning_cnnsee.callback.cnnsee as callback_module
 
     def broken(*args, **kwargs):
         raise ValueError("drift exploded")

@@ -24,7 +24,7 @@ from torchcam.methods.core import _CAM
 from torchcam.metrics import ClassificationMetric, DeletionInsertionMetric
 
 from lightning_cnnsee import grad_cam
-from lightning_cnnsee.metrics import METRICS, faithfulness, normalize_maps, random_faithfulness, random_maps
+from lightning_cnnsee.explain.metrics import METRICS, faithfulness, normalize_maps, random_faithfulness, random_maps
 
 SOFTMAX = functools.partial(torch.softmax, dim=-1)
 

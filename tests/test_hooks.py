@@ -7,18 +7,17 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from torch import nn
 from tiny import Boom, Counter, count_hooks
+from torch import nn
 
 from lightning_cnnsee import capture_activations
-from lightning_cnnsee.hooks import (
+from lightning_cnnsee.explain.hooks import (
     eval_mode,
     get_modules,
     gradients_enabled,
     record_outputs,
     stop_after,
 )
-
 
 
 def make_cnn(*, tail: nn.Module | None = None) -> nn.Sequential:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections import OrderedDict, namedtuple
 
+import itertools
 import pytest
 import torch
 import torchvision
 from torch import nn
 
-from lightning_cnnsee.layers import pick_layers, resolve_layer_names, select_output, spread
-
+from lightning_cnnsee.explain.layers import pick_layers, resolve_layer_names, select_output, spread
 
 
 def small_cnn(num_classes: int = 5) -> nn.Sequential:
@@ -95,7 +95,7 @@ def test_spread_always_keeps_first_and_last_in_order_with_even_gaps() -> None:
             assert picked[-1] == items[-1]
             if len(picked) > 1:
                 assert picked[0] == items[0]
-                gaps = [b - a for a, b in zip(indices, indices[1:])]
+                gaps = [b - a for a, b in itertools.pairwise(indices)]
                 assert max(gaps) - min(gaps) <= 1, (length, count, indices)
 
 

@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lightning_cnnsee.writers import Destination, LogSinks, PngWriter
+from lightning_cnnsee.sinks.writers import Destination, LogSinks, PngWriter
 
 NAMESPACES = ["lightning.pytorch", "pytorch_lightning"]
 TAG = "cnnsee/gradcam/blocks[0].conv"  # a layer name whose brackets are not safe in a path
@@ -103,10 +103,10 @@ def wandb_records(run_folder: Path) -> list:
         if left_in_block < 7:
             position += left_in_block
             continue
-        _, length, kind = struct.unpack("<IHB", data[position:position + 7])
+        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
         if position + 7 + length > len(data):
             break  # a chunk still being written
-        pending += data[position + 7:position + 7 + length]
+        pending += data[position + 7 : position + 7 + length]
         position += 7 + length
         if kind in (1, 4):  # FULL or LAST: a whole record
             record = Record()
@@ -140,11 +140,13 @@ def test_tensorboard_logger_event_file_holds_the_exact_pixels_at_each_step(names
     events.Reload()
     stored = events.Images(TAG)
     assert [event.step for event in stored] == [3, 8]
-    for event, image in zip(stored, images.values()):
+    for event, image in zip(stored, images.values(), strict=True):
         assert (event.height, event.width) == (11, 17)
         assert np.array_equal(pixels_of(event.encoded_image_string), expected_pixels(image))
-    assert [(s.step, s.value) for s in events.Scalars("cnnsee/overhead")] == [(3, pytest.approx(0.03)),
-                                                                             (8, pytest.approx(0.08))]
+    assert [(s.step, s.value) for s in events.Scalars("cnnsee/overhead")] == [
+        (3, pytest.approx(0.03)),
+        (8, pytest.approx(0.08)),
+    ]
     assert sinks.describe() == f"CNNSee logs its images to TensorBoardLogger: TensorBoard images in {logger.log_dir}."
     assert not (tmp_path / "root").exists()
 
@@ -158,7 +160,7 @@ def test_wandb_logger_run_holds_each_png_at_the_trainer_step_and_drops_none_of_l
     sinks = LogSinks.for_loggers([logger], str(tmp_path / "root"))
     steps = [1, 2, 2]  # from the second row on, each trainer step is below W&B's own row count (its _step)
     images = [random_image(seed) for seed in range(len(steps))]
-    for step, image in zip(steps, images):
+    for step, image in zip(steps, images, strict=True):
         logger.log_metrics({"train_loss": 1.0 / (step + 1)}, step=step)  # how Lightning logs a metric
         sinks.add_image(TAG, image, step)
         sinks.add_scalar("cnnsee/overhead", step / 100, step)
@@ -173,7 +175,7 @@ def test_wandb_logger_run_holds_each_png_at_the_trainer_step_and_drops_none_of_l
     assert overheads == [(step, pytest.approx(step / 100)) for step in steps]
     logged = [(row["trainer/global_step"], row[TAG]) for row in rows if TAG in row]
     assert [step for step, _ in logged] == steps
-    for (_, media), image in zip(logged, images):
+    for (_, media), image in zip(logged, images, strict=True):
         assert (media["_type"], media["width"], media["height"]) == ("image-file", 17, 11)
         stored = (run_folder / "files" / media["path"]).read_bytes()
         assert np.array_equal(pixels_of(stored), expected_pixels(image))
@@ -205,12 +207,14 @@ def test_mlflow_logger_runs_each_hold_their_own_pngs_as_artifacts_and_scalars_as
         folder = "/".join(("cnnsee", *TAG_FOLDER))
         stored = [artifact.path for artifact in client.list_artifacts(run_id, folder)]
         assert stored == [f"{folder}/step_00000004.png", f"{folder}/step_00000009.png"]
-        for step, path in zip((4, 9), stored):
+        for step, path in zip((4, 9), stored, strict=True):
             local = client.download_artifacts(run_id, path, str(tmp_path / "downloads" / run_id))
             assert np.array_equal(pixels_of(local), expected_pixels(images[run_id, step]))
         history = client.get_metric_history(run_id, "cnnsee/overhead")
-        assert [(metric.step, metric.value) for metric in history] == [(4, pytest.approx(index + 0.04)),
-                                                                         (9, pytest.approx(index + 0.09))]
+        assert [(metric.step, metric.value) for metric in history] == [
+            (4, pytest.approx(index + 0.04)),
+            (9, pytest.approx(index + 0.09)),
+        ]
     assert not (tmp_path / "root").exists()
 
 
@@ -281,10 +285,9 @@ def test_a_failing_logger_keeps_the_image_from_no_other_logger_and_its_error_is_
 def test_several_loggers_from_both_namespaces_each_get_the_image_encoded_once(
     tmp_path, monkeypatch, wandb_offline, mlflow_file_store
 ):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     import lightning.pytorch.loggers as lightning_loggers
     import pytorch_lightning.loggers as pl_loggers
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tensorboard = lightning_loggers.TensorBoardLogger(str(tmp_path), name="tb")
     wandb = pl_loggers.WandbLogger(save_dir=str(tmp_path), project="cnnsee-test")
@@ -292,7 +295,10 @@ def test_several_loggers_from_both_namespaces_each_get_the_image_encoded_once(
     csv_logger = pl_loggers.CSVLogger(str(tmp_path), name="csv")
     sinks = LogSinks.for_loggers([tensorboard, wandb, mlflow, csv_logger], str(tmp_path / "root"))
     assert [type(writer).__name__ for writer in sinks.writers] == [
-        "TensorBoardImageWriter", "WandbImageWriter", "MlflowImageWriter", "PngWriter"
+        "TensorBoardImageWriter",
+        "WandbImageWriter",
+        "MlflowImageWriter",
+        "PngWriter",
     ]
     wandb.experiment  # the run starts here, not in the counted call
 
@@ -335,8 +341,9 @@ def test_several_loggers_from_both_namespaces_each_get_the_image_encoded_once(
 
 
 # ------------------------------------------------------------------------------- one package without the other
-@pytest.mark.parametrize("namespace, missing", [("pytorch_lightning", "lightning"), ("lightning.pytorch",
-                                                                                      "pytorch_lightning")])
+@pytest.mark.parametrize(
+    "namespace, missing", [("pytorch_lightning", "lightning"), ("lightning.pytorch", "pytorch_lightning")]
+)
 def test_loggers_are_recognised_when_the_other_lightning_package_is_not_installed(namespace, missing, tmp_path):
     script = textwrap.dedent(
         f"""
@@ -344,7 +351,7 @@ def test_loggers_are_recognised_when_the_other_lightning_package_is_not_installe
         sys.modules[{missing!r}] = None  # import {missing} now raises ImportError, as if it were not installed
         import torch
         from {namespace}.loggers import CSVLogger, TensorBoardLogger
-        from lightning_cnnsee.writers import LogSinks
+        from lightning_cnnsee.sinks.writers import LogSinks
 
         root = {str(tmp_path)!r}
         sinks = LogSinks.for_loggers([TensorBoardLogger(root, name="tb"), CSVLogger(root, name="csv")], root)
@@ -352,8 +359,9 @@ def test_loggers_are_recognised_when_the_other_lightning_package_is_not_installe
         print(*[type(writer).__name__ for writer in sinks.writers])
         """
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                          cwd=Path(__file__).parent.parent)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent.parent
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["TensorBoardImageWriter", "PngWriter"]
     assert (tmp_path / "csv" / "version_0" / "cnnsee" / "classes" / "step_00000000.png").exists()
@@ -403,9 +411,17 @@ def test_images_logged_during_fit_reach_every_logger_beside_lightnings_own_metri
         MLFlowLogger(experiment_name="cnnsee", tracking_uri=mlflow_file_store),
         CSVLogger(str(tmp_path), name="csv"),
     ]
-    trainer = pl.Trainer(max_epochs=1, logger=loggers, callbacks=[LogsImages()], log_every_n_steps=1,
-                         default_root_dir=str(tmp_path / "root"), enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer = pl.Trainer(
+        max_epochs=1,
+        logger=loggers,
+        callbacks=[LogsImages()],
+        log_every_n_steps=1,
+        default_root_dir=str(tmp_path / "root"),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
     trainer.fit(Regression(), data)
     steps = [2, 4, 6]  # global_step after batches 2, 4 and 6
     tensorboard, wandb, mlflow, csv_logger = loggers
@@ -413,7 +429,7 @@ def test_images_logged_during_fit_reach_every_logger_beside_lightnings_own_metri
     events = EventAccumulator(tensorboard.log_dir, size_guidance={"images": 0})
     events.Reload()
     assert [event.step for event in events.Images(TAG)] == steps
-    for event, step in zip(events.Images(TAG), steps):
+    for event, step in zip(events.Images(TAG), steps, strict=True):
         assert np.array_equal(pixels_of(event.encoded_image_string), expected_pixels(random_image(step)))
 
     run_folder = Path(wandb.experiment.dir).parent

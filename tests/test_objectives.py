@@ -7,10 +7,10 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from torch import nn
 from tiny import Boom, Counter, count_hooks
+from torch import nn
 
-from lightning_cnnsee.objectives import Objective, channel, diversity, forward_to, neuron
+from lightning_cnnsee.explain.objectives import Objective, channel, diversity, forward_to, neuron
 
 
 def small_cnn(*, tail: nn.Module | None = None) -> nn.Sequential:
@@ -60,8 +60,9 @@ def test_neuron_is_the_centre_unit_of_the_channels_map_of_a_hand_run_forward(hei
     with torch.no_grad():
         for n in range(5):
             torch.testing.assert_close(scores(neuron("conv2", n), model, inputs), expected[:, n, row, column])
-        torch.testing.assert_close(scores(neuron("conv2", 3, x=1, y=height - 1), model, inputs),
-                                   expected[:, 3, height - 1, 1])
+        torch.testing.assert_close(
+            scores(neuron("conv2", 3, x=1, y=height - 1), model, inputs), expected[:, 3, height - 1, 1]
+        )
         # on an (N, C) output a neuron is the unit itself
         torch.testing.assert_close(scores(neuron("fc", 2), model, inputs), by_hand(model, inputs)["fc"][:, 2])
 
@@ -81,8 +82,10 @@ def test_channel_and_neuron_are_minus_lucents_losses_on_a_square_map() -> None:
 def test_diversity_sums_to_lucents_diversity_objective_on_the_same_activations(num_images: int, shape) -> None:
     lucent = lucent_objectives()
     generator = torch.Generator().manual_seed(num_images)
-    for activations in (torch.randn(num_images, *shape, generator=generator),
-                        torch.rand(num_images, *shape, generator=generator)):  # signed, and as after a ReLU
+    for activations in (
+        torch.randn(num_images, *shape, generator=generator),
+        torch.rand(num_images, *shape, generator=generator),
+    ):  # signed, and as after a ReLU
         expected = lucent.diversity("x")(lambda name: activations)
         ours = diversity("x")({"x": activations})
         assert ours.shape == (num_images,)
@@ -100,8 +103,12 @@ def test_diversity_of_one_image_is_zero_and_of_equal_images_is_most_negative() -
 
 def test_a_weighted_sum_has_the_weighted_sum_of_gradients_and_values() -> None:
     model, inputs = small_cnn(), torch.rand(3, 3, 10, 10)
-    parts = [(2.0, channel("conv2", 1)), (-0.5, neuron("conv1", 4, x=2)), (3.0, diversity("conv1")),
-             (0.25, channel(None, 3))]
+    parts = [
+        (2.0, channel("conv2", 1)),
+        (-0.5, neuron("conv1", 4, x=2)),
+        (3.0, diversity("conv1")),
+        (0.25, channel(None, 3)),
+    ]
     combined = sum(weight * part for weight, part in parts) + 1.5
 
     def value_and_gradient(objective: Objective) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,8 +129,16 @@ def test_arithmetic_forms_agree_and_print_what_they_are() -> None:
     outputs = {"l": torch.randn(3, 4, 5, 5), "m": torch.randn(3, 2, 4, 4)}
     a_, b_, c_ = a(outputs), b(outputs), c(outputs)
     cases = [
-        (a + b, a_ + b_), (a - b, a_ - b_), (0.5 * a, 0.5 * a_), (a * 0.5, 0.5 * a_), (a / 4, a_ / 4), (-a, -a_),
-        (sum([a, b, c]), a_ + b_ + c_), (2 - a, 2 - a_), (a + 1, a_ + 1), (a + a - 2 * a + c, c_),
+        (a + b, a_ + b_),
+        (a - b, a_ - b_),
+        (0.5 * a, 0.5 * a_),
+        (a * 0.5, 0.5 * a_),
+        (a / 4, a_ / 4),
+        (-a, -a_),
+        (sum([a, b, c]), a_ + b_ + c_),
+        (2 - a, 2 - a_),
+        (a + 1, a_ + 1),
+        (a + a - 2 * a + c, c_),
     ]
     for objective, expected in cases:
         torch.testing.assert_close(objective(outputs), expected)
@@ -211,7 +226,7 @@ def test_forward_to_names_a_layer_that_gave_no_map() -> None:
 
 
 def test_a_batch_of_groups_scores_each_group_by_its_own_objective_alone() -> None:
-    from lightning_cnnsee.objectives import _ObjectiveBatch
+    from lightning_cnnsee.explain.objectives import _ObjectiveBatch
 
     objectives = [
         channel("l", 1),
@@ -225,14 +240,16 @@ def test_a_batch_of_groups_scores_each_group_by_its_own_objective_alone() -> Non
     batch = _ObjectiveBatch(objectives, group_size)
     assert batch.layers == ("l", "m")  # the zero-weight term of group 3 is dropped; group 4 still needs "m"
     found = batch(outputs)
-    alone = [objective({name: value[g * 3:(g + 1) * 3] for name, value in outputs.items()})
-             for g, objective in enumerate(objectives)]
+    alone = [
+        objective({name: value[g * 3 : (g + 1) * 3] for name, value in outputs.items()})
+        for g, objective in enumerate(objectives)
+    ]
     torch.testing.assert_close(found, torch.cat(alone))
     for group in range(len(objectives)):  # no image outside a group feeds its scores
-        group_sum = found[group * 3:(group + 1) * 3].sum()
+        group_sum = found[group * 3 : (group + 1) * 3].sum()
         gradients = torch.autograd.grad(group_sum, list(outputs.values()), retain_graph=True)
         for gradient in gradients:
             outside = torch.ones(15, dtype=torch.bool)
-            outside[group * 3:(group + 1) * 3] = False
+            outside[group * 3 : (group + 1) * 3] = False
             assert gradient[outside].abs().max() == 0
     assert torch.autograd.grad(found[3], outputs["l"])[0][4:6].abs().max() > 0  # diversity couples its group

@@ -9,9 +9,9 @@ import warnings
 import pytest
 import pytorch_lightning as pl
 import torch
+from tiny import NUM_CLASSES, TinyClassifier, count_hooks, make_loaders, read_images, trainer_kwargs
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
-from tiny import NUM_CLASSES, TinyClassifier, count_hooks, make_loaders, read_images, trainer_kwargs
 
 from lightning_cnnsee import CNNSee
 
@@ -115,22 +115,47 @@ def test_configuration_errors_for_fixed_size_models_come_from_the_sanity_check(t
         (dict(num_filters=1.5), r"CNNSee\(num_filters=1\.5\): must be a whole number >= 1"),
         (dict(ascent_steps=-1), r"CNNSee\(ascent_steps=-1\): must be a whole number >= 0"),
         (dict(filters_every_n_runs=0), r"CNNSee\(filters_every_n_runs=0\): must be a whole number >= 1"),
-        (dict(techniques="gradcam"), r"CNNSee\(techniques='gradcam'\): must be a non-empty list of .*write \['gradcam'\]"),
-        (dict(techniques=[]), r"CNNSee\(techniques=\[\]\): must be a non-empty list of \['gradcam', 'attributions', 'filters'"),
-        (dict(attribution_methods=["lime"]), r"CNNSee\(attribution_methods=\['lime'\]\): unknown \['lime'\]; valid choices"),
+        (
+            dict(techniques="gradcam"),
+            r"CNNSee\(techniques='gradcam'\): must be a non-empty list of .*write \['gradcam'\]",
+        ),
+        (
+            dict(techniques=[]),
+            r"CNNSee\(techniques=\[\]\): must be a non-empty list of \['gradcam', 'attributions', 'filters'",
+        ),
+        (
+            dict(attribution_methods=["lime"]),
+            r"CNNSee\(attribution_methods=\['lime'\]\): unknown \['lime'\]; valid choices",
+        ),
         (dict(num_diverse=0), r"CNNSee\(num_diverse=0\): must be a whole number >= 1"),
-        (dict(model_kind="detection"), r"CNNSee\(model_kind='detection'\): valid choices are \['auto', 'classification'"),
+        (
+            dict(model_kind="detection"),
+            r"CNNSee\(model_kind='detection'\): valid choices are \['auto', 'classification'",
+        ),
         (dict(ascent_lr=float("nan")), r"CNNSee\(ascent_lr=nan\): must be a finite number > 0"),
         (dict(max_overhead=float("inf")), r"CNNSee\(max_overhead=inf\): must be a finite number > 0, or None"),
         (dict(cam_alpha=float("nan")), r"CNNSee\(cam_alpha=nan\): must be a number in \[0, 1\]"),
-        (dict(std=[0.5, float("nan"), 0.5]), r"CNNSee\(std=\[0\.5, nan, 0\.5\]\): must be a non-empty list of finite numbers > 0"),
-        (dict(layers="features.0"), r"CNNSee\(layers='features.0'\): must be a non-empty list of layer names.*write \['features.0'\]"),
+        (
+            dict(std=[0.5, float("nan"), 0.5]),
+            r"CNNSee\(std=\[0\.5, nan, 0\.5\]\): must be a non-empty list of finite numbers > 0",
+        ),
+        (
+            dict(layers="features.0"),
+            r"CNNSee\(layers='features.0'\): must be a non-empty list of layer names.*write \['features.0'\]",
+        ),
         (dict(strict="yes"), r"CNNSee\(strict='yes'\): must be True or False"),
         (dict(name="gradcam"), r"CNNSee\(name='gradcam'\): must not be one of the tag kinds"),
         (dict(name="a/b"), r"CNNSee\(name='a/b'\): must be a non-empty string of letters"),
-        (dict(cam_method="gradcam2"), r"CNNSee\(cam_method='gradcam2'\).*valid choices: \['ablationcam'|CNNSee\(cam_method='gradcam2'\).*valid choices: \['gradcam'"),
+        (
+            dict(cam_method="gradcam2"),
+            r"CNNSee\(cam_method='gradcam2'\).*valid choices: \['ablationcam'"
+            r"|CNNSee\(cam_method='gradcam2'\).*valid choices: \['gradcam'",
+        ),
         (dict(parameterization="dct"), r"CNNSee\(parameterization='dct'\): valid choices are \['fft', 'pixel'\]"),
-        (dict(filter_channels=[-1]), r"CNNSee\(filter_channels=\[-1\]\): must be a non-empty list of whole-number indices >= 0"),
+        (
+            dict(filter_channels=[-1]),
+            r"CNNSee\(filter_channels=\[-1\]\): must be a non-empty list of whole-number indices >= 0",
+        ),
         (dict(classes=[1.5]), r"CNNSee\(classes=\[1\.5\]\): must be a non-empty list of whole-number indices"),
     ],
 )
@@ -206,7 +231,9 @@ def test_fewer_validation_images_than_num_samples_are_followed_with_a_warning(tm
     train, val = make_loaders()
     x, y = val.dataset.tensors
     val = DataLoader(TensorDataset(x[:3], y[:3]), batch_size=2)
-    tags, said, callback = _tags(tmp_path, TinyClassifier(), train, val, CNNSee(num_samples=8, ascent_steps=3, max_overhead=None))
+    tags, said, callback = _tags(
+        tmp_path, TinyClassifier(), train, val, CNNSee(num_samples=8, ascent_steps=3, max_overhead=None)
+    )
     assert callback.fixed.images.shape[0] == 3 and _all_kinds(tags)
     assert any("only 3 images" in text for text in said)
 
@@ -312,7 +339,7 @@ def test_memory_and_hooks_stay_flat_over_200_runs():
 
 
 def test_no_hook_is_left_behind_when_a_run_fails(monkeypatch):
-    import lightning_cnnsee.ascent as ascent_module
+    import lightning_cnnsee.explain.ascent as ascent_module
 
     model = TinyClassifier()
     x, y = make_loaders()[0].dataset.tensors

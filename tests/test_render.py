@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_cnnsee.render import (
+from lightning_cnnsee.render.images import (
     CORRECT_COLOR,
     MISTAKE_COLOR,
     caption,
@@ -96,8 +96,8 @@ def test_captions_are_written_under_each_tile_and_differ_with_the_text():
 def test_rendered_results_frame_mistakes_from_the_true_labels():
     from torch import nn
 
-    from lightning_cnnsee.options import Options
-    from lightning_cnnsee.visualization import visualize
+    from lightning_cnnsee.run.options import Options
+    from lightning_cnnsee.run.visualization import visualize
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))

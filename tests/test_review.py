@@ -21,6 +21,7 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tiny import TinyClassifier, make_loaders, read_images, trainer_kwargs
 from torch.utils.tensorboard import SummaryWriter
 
 from lightning_cnnsee import CNNSee, cli
@@ -37,7 +38,6 @@ from lightning_cnnsee.review import (
     write_report,
 )
 from lightning_cnnsee.review.records import write_record
-from tiny import TinyClassifier, make_loaders, read_images, trainer_kwargs
 
 EVIL = "</script><script>alert(1)</script>"
 EVIL_TAG = "cnnsee/<script>alert(1)</script>"
@@ -118,7 +118,9 @@ def page_data(page: str) -> dict:
 def expected_steps(logs: Path) -> dict[str, dict[str, list[int]]]:
     """``{run: {tag: steps}}`` of the CNNSee images, read straight from the event files."""
     return {
-        run: {tag: sorted(set(steps)) for tag, steps in read_images(str(logs / run)).items() if tag.startswith("cnnsee/")}
+        run: {
+            tag: sorted(set(steps)) for tag, steps in read_images(str(logs / run)).items() if tag.startswith("cnnsee/")
+        }
         for run in RUNS
     }
 
@@ -137,7 +139,7 @@ def test_the_report_holds_every_tag_and_step_of_every_run(logs, report):
     assert data["runs"] == RUNS
     assert {entry["tag"] for entry in data["tags"]} == set(expected["logs/version_0"]) | set(expected["logs/version_1"])
     for entry in data["tags"]:
-        for run, frames in zip(RUNS, entry["frames"]):
+        for run, frames in zip(RUNS, entry["frames"], strict=True):
             want = expected[run].get(entry["tag"])
             assert (None if frames is None else [step for step, _ in frames]) == want, (run, entry["tag"])
         assert entry["steps"] == sorted({s for run in RUNS for s in expected[run].get(entry["tag"], [])})
@@ -170,7 +172,7 @@ def test_the_report_embeds_the_logged_images_and_fetches_nothing(logs, report):
 
 
 def test_the_report_shows_each_runs_hyperparameters_side_by_side(report):
-    runs = report[report.index('<section id="runs">'):]
+    runs = report[report.index('<section id="runs">') :]
     runs = runs[: runs.index("</section>")]
     assert re.search(r'<tr class="differs"><th>lr</th><td data-run="0">0.1</td><td data-run="1">0.05</td></tr>', runs)
     assert "<th>note</th>" in runs and ">plain</td>" in runs
@@ -303,8 +305,11 @@ def test_render_report_on_hand_made_runs_marks_a_run_without_the_current_step(lo
     page = render_report(runs, title="a <b>title</b>")
     assert "a &lt;b&gt;title&lt;/b&gt;" in page and "<b>title" not in page
     # version_1 has no step 12: at the last step its cells show step 6, marked stale
-    assert re.search(r'<figure class="cell stale" data-run="1"><figcaption><span class="run">logs/version_1</span> '
-                     r'<span class="at">step 6</span>', page)
+    assert re.search(
+        r'<figure class="cell stale" data-run="1"><figcaption><span class="run">logs/version_1</span> '
+        r'<span class="at">step 6</span>',
+        page,
+    )
 
 
 def test_with_several_runs_the_rows_where_all_agree_are_marked_to_hide_and_the_others_as_differing(tmp_path):
@@ -331,7 +336,7 @@ def page_charts(page: str) -> list[tuple[dict, ET.Element]]:
     svgs = [ET.fromstring(svg) for svg in re.findall(r'<svg class="chart".*?</svg>', page, re.S)]
     charts = page_data(page)["charts"]
     assert len(svgs) == len(charts)
-    return list(zip(charts, svgs))
+    return list(zip(charts, svgs, strict=True))
 
 
 def event_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
@@ -366,37 +371,45 @@ def test_a_layers_charts_stand_beside_its_images_and_the_others_in_sections_of_t
 def test_the_report_draws_a_chart_per_layer_and_metric_with_a_line_per_series(logs, report):
     charts = {entry["title"]: (entry, svg) for entry, svg in page_charts(report)}
     lines = {
-        title: [(RUNS[series["run"]], series["name"], *zip(*series["points"])) for series in entry["series"]]
+        title: [
+            (RUNS[series["run"]], series["name"], *zip(*series["points"], strict=True)) for series in entry["series"]
+        ]
         for title, (entry, _) in charts.items()
     }
 
     def logged(run: str, tag: str) -> tuple:
-        steps, values = zip(*CHART_SCALARS[run][tag])
+        steps, values = zip(*CHART_SCALARS[run][tag], strict=True)
         return steps, pytest.approx(values)  # float32 in the event file
 
     assert lines["faithfulness · features.3 · deletion"] == [
         (run, name, *logged(run, "cnnsee/faithfulness/features.3/" + name))
-        for run in RUNS for name in ("deletion", "deletion_random")
+        for run in RUNS
+        for name in ("deletion", "deletion_random")
     ]
     assert lines["drift · features.3"] == [
         (RUNS[0], name, *logged(RUNS[0], "cnnsee/drift/features.3/" + name)) for name in ("vs_start", "vs_previous")
     ]
     assert lines["overhead"] == [(RUNS[0], "overhead", *logged(RUNS[0], "cnnsee/overhead"))]
     # every CNNSee scalar TensorBoard reads is in exactly one line, point for point
-    in_charts = sorted((run, series["name"], len(series["points"])) for entry, _ in charts.values()
-                       for series in entry["series"] for run in [RUNS[series["run"]]])
-    from_tensorboard = sorted((run, tag.rsplit("/", 1)[-1], len(points)) for run in RUNS
-                              for tag, points in event_scalars(logs / run).items())
+    in_charts = sorted(
+        (run, series["name"], len(series["points"]))
+        for entry, _ in charts.values()
+        for series in entry["series"]
+        for run in [RUNS[series["run"]]]
+    )
+    from_tensorboard = sorted(
+        (run, tag.rsplit("/", 1)[-1], len(points)) for run in RUNS for tag, points in event_scalars(logs / run).items()
+    )
     assert in_charts == from_tensorboard
 
     for title, (entry, svg) in charts.items():
         polylines = list(svg.iter(f"{SVG}polyline"))
         assert len(polylines) == len(entry["series"]), title
-        for polyline, series in zip(polylines, entry["series"]):
+        for polyline, series in zip(polylines, entry["series"], strict=True):
             points = polyline_points(polyline)
             assert len(points) == len(series["points"]), title
-            steps, values = zip(*series["points"])
-            xs, ys = zip(*points)
+            steps, values = zip(*series["points"], strict=True)
+            xs, ys = zip(*points, strict=True)
             # x grows with the step; y goes up (smaller) as the value grows
             assert sorted(xs) == list(xs) and len(set(xs)) == len(xs)
             order = sorted(range(len(values)), key=lambda i: values[i])
@@ -412,7 +425,7 @@ def test_the_report_draws_a_chart_per_layer_and_metric_with_a_line_per_series(lo
 def test_a_page_of_scalars_only_shows_its_charts_without_a_step_slider(tmp_path):
     run = Run("only-scalars", tmp_path, scalars={"cnnsee/overhead": [(0, 0.05), (10, 0.04)], "loss": [(0, 1.0)]})
     page = render_report([run])
-    (entry, svg), = page_charts(page)
+    ((entry, svg),) = page_charts(page)
     assert entry["title"] == "overhead" and len(polyline_points(next(svg.iter(f"{SVG}polyline")))) == 2
     assert 'id="all-steps"' not in page and page_data(page)["tags"] == []
 
@@ -436,8 +449,13 @@ def write_png_folder_run(folder: Path) -> dict[str, dict[int, bytes]]:
         for step, data in frames.items():
             (folder / tag / f"step_{step:08d}.png").write_bytes(data)
     with open(folder / "cnnsee" / "scalars.csv", "w", newline="") as handle:
-        rows = [("tag", "step", "value"), ("cnnsee/drift/features.3/vs_start", 0, 0.0),
-                ("cnnsee/drift/features.3/vs_start", 6, 0.25), ("cnnsee/overhead", 6, 0.04), ("broken", "x", "y")]
+        rows = [
+            ("tag", "step", "value"),
+            ("cnnsee/drift/features.3/vs_start", 0, 0.0),
+            ("cnnsee/drift/features.3/vs_start", 6, 0.25),
+            ("cnnsee/overhead", 6, 0.04),
+            ("broken", "x", "y"),
+        ]
         csv.writer(handle).writerows(rows)
     (folder / "hparams.yaml").write_text("lr: 0.1\nmodel:\n  width: 16\n")
     (folder / "metrics.csv").write_text("epoch,step,val_loss\n0,5,1.25\n1,11,0.75\n")
@@ -462,7 +480,7 @@ def test_a_png_folder_run_is_reported_and_exported_like_an_event_file_run(tmp_pa
         for step, index in entry["frames"][0]:
             assert by_index[index] == images[entry["tag"]][step]
     assert re.search(r"<tr><th>lr</th><td data-run=\"0\">0.1</td></tr>", page)
-    assert "<th>model.width</th>" in page and "<th>val_loss</th><td data-run=\"0\">0.75 (step 11)</td>" in page
+    assert "<th>model.width</th>" in page and '<th>val_loss</th><td data-run="0">0.75 (step 11)</td>' in page
     titles = [entry["title"] for entry, _ in page_charts(page)]
     assert titles == ["drift · features.3", "overhead"]
 
@@ -484,7 +502,8 @@ def test_the_review_reads_what_cnnsee_writes_with_a_csv_logger(tmp_path):
     folder = tmp_path / "csv" / "version_0" / "cnnsee"
     written = {
         "/".join(path.parent.relative_to(folder.parent).parts): sorted(
-            int(p.stem[5:]) for p in path.parent.glob("step_*.png"))
+            int(p.stem[5:]) for p in path.parent.glob("step_*.png")
+        )
         for path in folder.rglob("step_*.png")
     }
     assert written  # the fit wrote PNG files, no event files
@@ -509,7 +528,7 @@ def test_an_mlflow_store_is_read_run_by_run_with_its_name_params_and_metrics(tmp
     for name, lr, values in [("silent-fox", "0.1", [0.6, 0.4]), ("loud-owl", "0.05", [0.5, 0.45])]:
         run_id = client.create_run(experiment, run_name=name).info.run_id
         client.log_param(run_id, "lr", lr)
-        for step, value in zip((0, 6), values):
+        for step, value in zip((0, 6), values, strict=True):
             client.log_metric(run_id, "cnnsee/faithfulness/features.3/deletion", value, step=step)
             path = tmp_path / "upload" / f"step_{step:08d}.png"
             path.parent.mkdir(exist_ok=True)
@@ -531,7 +550,7 @@ def test_an_mlflow_store_is_read_run_by_run_with_its_name_params_and_metrics(tmp
     assert cli.main(["report", str(tmp_path / "mlruns"), "-o", str(page_path)]) == 0
     page = page_path.read_text()
     assert "<th>mlflow.run_name</th>" in page and "silent-fox" in page
-    (entry, svg), = page_charts(page)
+    ((entry, svg),) = page_charts(page)
     assert len(entry["series"]) == 2 and all(len(s["points"]) == 2 for s in entry["series"])
     summary = export_images(tmp_path / "mlruns", tmp_path / "out", gif=False)
     assert summary.pngs == 4
@@ -566,7 +585,7 @@ def test_frames_hold_where_each_image_lies_in_its_event_file_not_the_image(logs)
     accumulator.Reload()
     (run,) = load_runs(logs / RUNS[1])
     for tag, frames in run.images.items():
-        for frame, event in zip(frames, accumulator.Images(tag)):
+        for frame, event in zip(frames, accumulator.Images(tag), strict=True):
             assert frame.source is not None and "tfevents" in Path(frame.source.path).name
             assert frame.source.length == len(event.encoded_image_string) and frame._data is None
             assert frame.data == event.encoded_image_string
@@ -613,8 +632,12 @@ def test_a_record_cut_short_at_the_end_of_its_file_ends_it_quietly(tmp_path):
 
 
 def test_a_later_image_at_the_same_step_replaces_the_earlier_one(tmp_path):
-    colors = {"red": torch.tensor([1.0, 0, 0]), "blue": torch.tensor([0, 0, 1.0]), "green": torch.tensor([0, 1.0, 0]),
-              "white": torch.ones(3)}
+    colors = {
+        "red": torch.tensor([1.0, 0, 0]),
+        "blue": torch.tensor([0, 0, 1.0]),
+        "green": torch.tensor([0, 1.0, 0]),
+        "white": torch.ones(3),
+    }
 
     def image(color: str) -> torch.Tensor:
         return colors[color].view(3, 1, 1).expand(3, 6, 8)

@@ -33,8 +33,14 @@ def tiny_module(namespace: str) -> type:
         def __init__(self) -> None:
             super().__init__()
             self.net = nn.Sequential(
-                nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
+                nn.Conv2d(3, 8, 3, padding=1),
+                nn.BatchNorm2d(8),
+                nn.ReLU(),
+                nn.Conv2d(8, 8, 3, padding=1),
+                nn.ReLU(),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+                nn.Linear(8, 4),
             )
 
         def forward(self, x):
@@ -57,8 +63,14 @@ def fit(namespace, tmp_path, callbacks, model=None, **overrides):
     lightning.seed_everything(0)
     train, val = make_loaders(count=32)
     kwargs = dict(
-        default_root_dir=str(tmp_path), accelerator="cpu", devices=1, max_epochs=2, enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=False, log_every_n_steps=1,
+        default_root_dir=str(tmp_path),
+        accelerator="cpu",
+        devices=1,
+        max_epochs=2,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        log_every_n_steps=1,
         logger=lightning.loggers.TensorBoardLogger(str(tmp_path), name="logs"),
     )
     kwargs.update(overrides)
@@ -90,7 +102,7 @@ def test_each_namespace_logs_every_kind_to_its_own_tensorboard_logger(namespace,
 def test_each_namespace_trains_bitwise_identically_with_and_without_cnnsee(namespace, tmp_path):
     _, plain, _ = fit(namespace, tmp_path / "plain", [], deterministic=True)
     _, seen, _ = fit(namespace, tmp_path / "seen", [CNNSee(every_n_steps=1, **FAST)], deterministic=True)
-    for (name, a), (_, b) in zip(plain.state_dict().items(), seen.state_dict().items()):
+    for (name, a), (_, b) in zip(plain.state_dict().items(), seen.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
 
 
@@ -163,7 +175,9 @@ def test_every_logger_gets_the_same_images_where_it_shows_them(tmp_path, wandb_o
     rows = [row for row in wandb_history(run_folder) if tag in row]
     assert [row["trainer/global_step"] for row in rows] == [0, 4]
     for row in rows:
-        assert np.array_equal(png_pixels(run_folder / "files" / row[tag]["path"]), reference[row["trainer/global_step"]])
+        assert np.array_equal(
+            png_pixels(run_folder / "files" / row[tag]["path"]), reference[row["trainer/global_step"]]
+        )
 
     client = MlflowClient(mlflow_file_store)
     artifacts = [a.path for a in client.list_artifacts(mlflow.run_id, "cnnsee/gradcam/net.4")]
@@ -200,7 +214,7 @@ def test_a_compiled_network_shows_every_kind_and_is_not_recompiled(where, tmp_pa
     assert "cnnsee/gradcam/net.4" in tags  # the layer's own name, without torch.compile's _orig_mod
     assert stats == plain_stats and recompiles == plain_recompiles  # the same graphs, compiled as often
     assert plain_stats["unique_graphs"] >= 1
-    for (name, a), (_, b) in zip(plain.state_dict().items(), seen.state_dict().items()):
+    for (name, a), (_, b) in zip(plain.state_dict().items(), seen.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
 
 
@@ -211,14 +225,17 @@ def test_several_cnnsee_in_one_trainer_keep_their_tags_state_and_checkpoints_apa
     layercam = CNNSee(techniques=["gradcam"], cam_method="layercam", **FAST)
     named = CNNSee(techniques=["activations"], name="acts", **FAST)
     checkpoint = L.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
-    trainer, _, _ = fit("lightning.pytorch", tmp_path, [gradcam, layercam, named, checkpoint],
-                        enable_checkpointing=True, max_epochs=1)
+    trainer, _, _ = fit(
+        "lightning.pytorch", tmp_path, [gradcam, layercam, named, checkpoint], enable_checkpointing=True, max_epochs=1
+    )
     keys = [callback.state_key for callback in (gradcam, layercam, named)]
     assert len(set(keys)) == 3 and "layercam" in keys[1] and "acts" in keys[2]
     tags = read_images(trainer.logger.log_dir)
     assert sorted(tags) == [
-        "cnnsee/acts/activations/net.0", "cnnsee/acts/activations/net.3",
-        "cnnsee/cam_method-gradcam/gradcam/net.4", "cnnsee/cam_method-layercam/gradcam/net.4",
+        "cnnsee/acts/activations/net.0",
+        "cnnsee/acts/activations/net.3",
+        "cnnsee/cam_method-gradcam/gradcam/net.4",
+        "cnnsee/cam_method-layercam/gradcam/net.4",
     ]
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["callbacks"]
     for callback in (gradcam, layercam, named):
@@ -239,9 +256,15 @@ def test_the_lightning_namespace_cli_takes_cnnsee_from_yaml(tmp_path, monkeypatc
     monkeypatch.setattr(sys, "argv", ["cnnsee-test"])
     config = {
         "trainer": {
-            "logger": False, "default_root_dir": str(tmp_path), "enable_progress_bar": False,
-            "callbacks": [{"class_path": "lightning_cnnsee.CNNSee",
-                           "init_args": {"num_samples": 3, "cam_method": "layercam", "name": "lc"}}],
+            "logger": False,
+            "default_root_dir": str(tmp_path),
+            "enable_progress_bar": False,
+            "callbacks": [
+                {
+                    "class_path": "lightning_cnnsee.CNNSee",
+                    "init_args": {"num_samples": 3, "cam_method": "layercam", "name": "lc"},
+                }
+            ],
         },
     }
     cli = LightningCLI(tiny_module("lightning.pytorch"), run=False, args=config)

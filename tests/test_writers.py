@@ -10,7 +10,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
-from lightning_cnnsee.writers import (
+from lightning_cnnsee.sinks.writers import (
     Png,
     PngWriter,
     TensorBoardImageWriter,

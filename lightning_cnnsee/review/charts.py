@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lightning_cnnsee.review.runs import Run
-from lightning_cnnsee.tags import KINDS, is_cnnsee_tag, parse_tag, tag_order
+from lightning_cnnsee.vocabulary.tags import KINDS, is_cnnsee_tag, parse_tag, tag_order
 
 REFERENCE_SUFFIXES = ("_random", "_baseline", "_reference")
 PALETTE = ("#2f6fde", "#e8590c", "#2b8a3e", "#ae3ec9", "#c92a2a", "#0c8599", "#b08800", "#5f3dc4")
@@ -75,9 +75,13 @@ class Chart:
     def data(self) -> dict[str, Any]:
         """The chart as JSON-ready data (the page's data block holds it beside the SVG)."""
         return {
-            "title": self.title, "kind": self.kind, "subject": self.subject, "metric": self.metric,
-            "series": [{"run": s.run, "name": s.name, "tag": s.tag, "points": [list(p) for p in s.points]}
-                       for s in self.series],
+            "title": self.title,
+            "kind": self.kind,
+            "subject": self.subject,
+            "metric": self.metric,
+            "series": [
+                {"run": s.run, "name": s.name, "tag": s.tag, "points": [list(p) for p in s.points]} for s in self.series
+            ],
         }
 
 
@@ -111,7 +115,8 @@ def chart_key(tag: str) -> tuple[tuple[str, str, str, str], str, bool]:
 
 
 def charts_of(runs: list[Run]) -> list[Chart]:
-    """The charts of the CNNSee scalars of ``runs``: by instance, then kind (in :data:`lightning_cnnsee.tags.KINDS`
+    """The charts of the CNNSee scalars of ``runs``: by instance, then kind (in
+    :data:`lightning_cnnsee.vocabulary.tags.KINDS`
     order), then first seen; in each, the runs' series in run order, references after the series they go with."""
     charts: dict[tuple[str, str, str, str], Chart] = {}
     for index, run in enumerate(runs):
@@ -206,13 +211,17 @@ def chart_svg(chart: Chart, run_names: list[str], number: int) -> str:
     ]
     for tick in nice_ticks(y_low, y_high):
         y = y_of(tick)
-        parts.append(f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>'
-                     f'<text class="tick y" x="{LEFT - 5}" y="{y + 3.5:.1f}" text-anchor="end">{_label(tick)}</text>')
+        parts.append(
+            f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>'
+            f'<text class="tick y" x="{LEFT - 5}" y="{y + 3.5:.1f}" text-anchor="end">{_label(tick)}</text>'
+        )
     for tick in nice_ticks(x_low, x_high, whole=True):
         x = x_of(tick)
-        parts.append(f'<line class="tick-mark" x1="{x:.1f}" x2="{x:.1f}" y1="{TOP + PLOT_HEIGHT}" '
-                     f'y2="{TOP + PLOT_HEIGHT + 4}"/><text class="tick x" x="{x:.1f}" y="{TOP + PLOT_HEIGHT + 15}" '
-                     f'text-anchor="middle">{tick}</text>')
+        parts.append(
+            f'<line class="tick-mark" x1="{x:.1f}" x2="{x:.1f}" y1="{TOP + PLOT_HEIGHT}" '
+            f'y2="{TOP + PLOT_HEIGHT + 4}"/><text class="tick x" x="{x:.1f}" y="{TOP + PLOT_HEIGHT + 15}" '
+            f'text-anchor="middle">{tick}</text>'
+        )
     parts.append(
         f'<line class="axis" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{TOP + PLOT_HEIGHT}" y2="{TOP + PLOT_HEIGHT}"/>'
         f'<line class="axis" x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{TOP + PLOT_HEIGHT}"/>'

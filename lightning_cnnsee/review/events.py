@@ -24,7 +24,7 @@ from typing import Any
 
 from lightning_cnnsee.review.records import HEADER, ChecksumError, iter_records
 from lightning_cnnsee.review.runs import FileRegion, Frame, RunLog, sniff_mime
-from lightning_cnnsee.tags import is_cnnsee_tag
+from lightning_cnnsee.vocabulary.tags import is_cnnsee_tag
 
 EVENT_FILE_MARK = "tfevents"
 
@@ -83,8 +83,9 @@ class EventReader:
                 blob = image.encoded_image_string
                 start = data.find(blob)  # where the PNG lies in the record: the frame keeps only that place
                 region = FileRegion(str(path), offset + start, len(blob))
-                self.log.add_image(tag, Frame(step, None, image.width, image.height, source=region,
-                                              mime=sniff_mime(blob[:8])))
+                self.log.add_image(
+                    tag, Frame(step, None, image.width, image.height, source=region, mime=sniff_mime(blob[:8]))
+                )
             elif kind == "simple_value":
                 self.log.add_scalar(tag, step, value.simple_value)
             elif kind == "tensor":

@@ -7,7 +7,8 @@ Layout, for a run ``demo/version_0`` and the tag ``cnnsee/gradcam/features``::
     OUT/demo/version_0/cnnsee/gradcam/features.gif      # one frame per step, the step written on each
 
 Characters that do not belong in a file name are replaced by ``_`` (layer names keep their dots;
-:func:`lightning_cnnsee.tags.path_parts`, the rule of CNNSee's own PNG writer). PNG images are written as they were
+:func:`lightning_cnnsee.vocabulary.tags.path_parts`, the rule of CNNSee's own PNG writer). PNG images are written as
+they were
 logged, byte for byte, read one at a time from the log files. The output is itself a log folder that ``cnnsee
 report`` reads (CNNSee's PNG-folder layout).
 
@@ -30,7 +31,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from lightning_cnnsee.review.logs import load_runs, progress_bar
 from lightning_cnnsee.review.runs import Frame, evenly_spaced
-from lightning_cnnsee.tags import path_parts
+from lightning_cnnsee.vocabulary.tags import path_parts
 
 BANNER_HEIGHT = 16
 

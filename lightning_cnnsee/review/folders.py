@@ -6,7 +6,8 @@ Without a ``TensorBoardLogger`` (a ``CSVLogger``, an ``MLFlowLogger``, no logger
     <run folder>/cnnsee/scalars.csv                           # columns tag, step, value
 
 The tag of an image is its folder below the run folder (``cnnsee/gradcam/features.8``); the folder names are
-file-safe (:func:`lightning_cnnsee.tags.safe_path_part`), so a layer ``blocks[0]`` comes back as ``blocks_0_``.
+file-safe (:func:`lightning_cnnsee.vocabulary.tags.safe_path_part`), so a layer ``blocks[0]`` comes back as
+``blocks_0_``.
 Next to them the review reads ``CSVLogger``'s ``metrics.csv`` (one column per metric, a ``step`` column) and, in an
 MLflow file store (``mlruns/<experiment id>/<run id>/``, images under ``artifacts/cnnsee/``), the run's
 ``meta.yaml`` (its ``run_name``), ``params/<key>`` files (hyper-parameters) and ``metrics/<key>`` files (scalars,

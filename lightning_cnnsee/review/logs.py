@@ -46,7 +46,7 @@ from lightning_cnnsee.review.runs import (
     natural_key,
     relative_name,
 )
-from lightning_cnnsee.tags import PREFIX, is_cnnsee_tag, parse_tag
+from lightning_cnnsee.vocabulary.tags import PREFIX, is_cnnsee_tag, parse_tag
 
 __all__ = [
     "FileRegion",

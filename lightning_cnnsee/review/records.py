@@ -52,7 +52,7 @@ class ChecksumError(ValueError):
 
 
 def masked_crc32c(data: bytes | memoryview) -> int:
-    """TFRecord's masked CRC-32C of ``data`` (``lightning_cnnsee.writers.masked_crc32c``, without torch).
+    """TFRecord's masked CRC-32C of ``data`` (``lightning_cnnsee.sinks.writers.masked_crc32c``, without torch).
 
     Example::
 

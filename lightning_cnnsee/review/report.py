@@ -5,7 +5,8 @@ The page needs nothing but itself: images are embedded as base64 ``data:`` URIs,
 tag (``cnnsee/gradcam/<layer>``, ...) gets a section with one column per run and a slider over the steps of all
 runs; a run without an image at the chosen step shows its latest earlier one, marked. A slider at the top moves every
 tag at once and can play the steps as an animation. CNNSee's scalars are drawn as line charts (:mod:`.charts`): a
-layer's or method's faithfulness and drift under its images, the others (overhead) in sections of their own. A table compares the runs' hyper-parameters, CNNSee options (from ``LightningCLI``'s
+layer's or method's faithfulness and drift under its images, the others (overhead) in sections of their own. A table
+compares the runs' hyper-parameters, CNNSee options (from ``LightningCLI``'s
 ``config.yaml``) and last scalar values, marking the rows that differ (the rows where all runs agree show on
 request). The page opens at the last step; without JavaScript it still shows that step and every chart.
 
@@ -42,7 +43,7 @@ from typing import Any
 from lightning_cnnsee.review.charts import Chart, chart_svg, charts_of
 from lightning_cnnsee.review.logs import load_runs, progress_bar
 from lightning_cnnsee.review.runs import Frame, Run, evenly_spaced, format_value
-from lightning_cnnsee.tags import PREFIX, parse_tag, tag_order
+from lightning_cnnsee.vocabulary.tags import PREFIX, parse_tag, tag_order
 
 
 @dataclass
@@ -97,8 +98,15 @@ def write_report(
         partial.unlink(missing_ok=True)
     tags = {tag for run in runs for tag in run.images}
     problems = [problem for run in runs for problem in run.problems]
-    return ReportSummary(path, len(runs), len(tags), sum(run.frame_count for run in runs), path.stat().st_size,
-                         len(page.charts), problems)
+    return ReportSummary(
+        path,
+        len(runs),
+        len(tags),
+        sum(run.frame_count for run in runs),
+        path.stat().st_size,
+        len(page.charts),
+        problems,
+    )
 
 
 def render_report(runs: list[Run], *, title: str = "CNNSee", progress: bool | None = None) -> str:
@@ -106,7 +114,7 @@ def render_report(runs: list[Run], *, title: str = "CNNSee", progress: bool | No
     return "".join(ReportPage(runs, title=title, progress=progress).parts())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def asset(name: str) -> str:
     """The text of ``assets/<name>`` (the page's CSS and JavaScript), shipped as package data."""
     return resources.files(__package__).joinpath("assets", name).read_text(encoding="utf-8")
@@ -197,37 +205,46 @@ class ReportPage:
         last = len(all_steps) - 1
         steps_text = f"{frame_count} images ({len(all_steps)} steps)" if all_steps else "no images"
         slider = (
-            f'<label>all tags <input type="range" id="all-steps" min="0" max="{last}" value="{last}" '
-            f'aria-label="step of every tag"></label>'
-            f'<output id="all-step" class="step-label">step {all_steps[-1]}</output>'
-            '<button type="button" id="play" aria-pressed="false">&#9654; play</button>'
-        ) if all_steps else ""
-        yield "\n".join(part for part in [
-            "<!DOCTYPE html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>CNNSee report: {esc(self.title)}</title>",
-            f"<style>{asset('report.css')}</style></head>",
-            '<body class="size-fit">',
-            "<header>",
-            f'<h1>CNNSee report <span class="title">{esc(self.title)}</span></h1>',
-            f'<p class="sub">{len(runs)} run{"s" * (len(runs) != 1)}, {len(self.tags)} tags, {steps_text}, '
-            f"{len(self.charts)} charts &middot; generated {esc(generated)}</p>",
-            '<div class="toolbar">',
-            slider,
-            '<label>size <select id="size"><option value="fit">fit</option><option value="1">1&times;</option>'
-            '<option value="2">2&times;</option><option value="4">4&times;</option></select></label>',
-            f'<span class="runs">runs {run_toggles}</span>' if len(runs) > 1 else "",
-            "</div></header>",
-            "<main>",
-            "<noscript><p>JavaScript is off: the page shows the last step only.</p></noscript>",
-            f"<nav><h2>Tags</h2><ul>{toc}</ul></nav>",
-            _runs_table(runs),
-            "",
-        ] if part)
+            (
+                f'<label>all tags <input type="range" id="all-steps" min="0" max="{last}" value="{last}" '
+                f'aria-label="step of every tag"></label>'
+                f'<output id="all-step" class="step-label">step {all_steps[-1]}</output>'
+                '<button type="button" id="play" aria-pressed="false">&#9654; play</button>'
+            )
+            if all_steps
+            else ""
+        )
+        yield "\n".join(
+            part
+            for part in [
+                "<!DOCTYPE html>",
+                '<html lang="en"><head><meta charset="utf-8">',
+                '<meta name="viewport" content="width=device-width, initial-scale=1">',
+                f"<title>CNNSee report: {esc(self.title)}</title>",
+                f"<style>{asset('report.css')}</style></head>",
+                '<body class="size-fit">',
+                "<header>",
+                f'<h1>CNNSee report <span class="title">{esc(self.title)}</span></h1>',
+                f'<p class="sub">{len(runs)} run{"s" * (len(runs) != 1)}, {len(self.tags)} tags, {steps_text}, '
+                f"{len(self.charts)} charts &middot; generated {esc(generated)}</p>",
+                '<div class="toolbar">',
+                slider,
+                '<label>size <select id="size"><option value="fit">fit</option><option value="1">1&times;</option>'
+                '<option value="2">2&times;</option><option value="4">4&times;</option></select></label>',
+                f'<span class="runs">runs {run_toggles}</span>' if len(runs) > 1 else "",
+                "</div></header>",
+                "<main>",
+                "<noscript><p>JavaScript is off: the page shows the last step only.</p></noscript>",
+                f"<nav><h2>Tags</h2><ul>{toc}</ul></nav>",
+                _runs_table(runs),
+                "",
+            ]
+            if part
+        )
         cells = sum(1 for entry in tag_data for frames in entry["frames"] if frames)
-        bar = progress_bar(None, self.progress, total=cells + len(pictures) - len(inline), desc="embedding images",
-                           unit="image")
+        bar = progress_bar(
+            None, self.progress, total=cells + len(pictures) - len(inline), desc="embedding images", unit="image"
+        )
         for number, entry in enumerate(tag_data):
             yield from self._tag_section(number, entry, pictures)
             bar.update(sum(1 for frames in entry["frames"] if frames))
@@ -235,8 +252,12 @@ class ReportPage:
             yield self._chart_section(number, heading, charts) + "\n"
         # The images the page opens with are in their <img src>; the script takes them from there, so the data holds
         # null for them instead of a second copy.
-        data = {"runs": [run.name for run in runs], "tags": tag_data, "steps": all_steps,
-                "charts": [chart.data() for chart in self.charts]}
+        data = {
+            "runs": [run.name for run in runs],
+            "tags": tag_data,
+            "steps": all_steps,
+            "charts": [chart.data() for chart in self.charts],
+        }
         yield f'</main>\n<script type="application/json" id="cnnsee-data">{script_json(data)[:-1]},"images":['
         for index, frame in enumerate(pictures):
             if index:
@@ -257,8 +278,10 @@ class ReportPage:
         groups: dict[tuple[str, str], list[Chart]] = {}
         for chart in self.apart:
             groups.setdefault((chart.instance, chart.kind), []).append(chart)
-        return [("/".join(part for part in (PREFIX, instance, kind) if part), charts)
-                for (instance, kind), charts in groups.items()]
+        return [
+            ("/".join(part for part in (PREFIX, instance, kind) if part), charts)
+            for (instance, kind), charts in groups.items()
+        ]
 
     def _chart_grid(self, charts: list[Chart]) -> str:
         esc = html.escape
@@ -271,8 +294,10 @@ class ReportPage:
         return f'<div class="chart-grid">{figures}</div>'
 
     def _chart_section(self, number: int, heading: str, charts: list[Chart]) -> str:
-        return (f'<section class="charts" id="charts-{number}"><div class="tag-head"><h2>{html.escape(heading)}</h2>'
-                f"</div>{self._chart_grid(charts)}</section>")
+        return (
+            f'<section class="charts" id="charts-{number}"><div class="tag-head"><h2>{html.escape(heading)}</h2>'
+            f"</div>{self._chart_grid(charts)}</section>"
+        )
 
     def _tag_section(self, number: int, entry: dict[str, Any], pictures: list[Frame]) -> Iterator[str]:
         esc = html.escape
@@ -286,7 +311,7 @@ class ReportPage:
             f'<output class="step-label">step {steps[-1]}</output>'
             f'<span class="step-count">{last + 1}/{len(steps)}</span></div><div class="cells">'
         )
-        for index, (run, frames) in enumerate(zip(self.runs, per_run)):
+        for index, (run, frames) in enumerate(zip(self.runs, per_run, strict=True)):
             if not frames:
                 yield (
                     f'<figure class="cell" data-run="{index}" data-empty="1"><figcaption><span class="run">'
@@ -318,8 +343,13 @@ def _runs_table(runs: list[Run]) -> str:
     groups = [
         ("hyper-parameters", [{k: format_value(v) for k, v in run.hparams.items()} for run in runs]),
         ("CNNSee options (config.yaml)", [{k: format_value(v) for k, v in run.cnnsee_options.items()} for run in runs]),
-        ("last scalar values", [{k: f"{series[-1][1]:.6g} (step {series[-1][0]})"
-                                 for k, series in run.scalars.items() if series} for run in runs]),
+        (
+            "last scalar values",
+            [
+                {k: f"{series[-1][1]:.6g} (step {series[-1][0]})" for k, series in run.scalars.items() if series}
+                for run in runs
+            ],
+        ),
         ("text", [dict(run.text) for run in runs]),
     ]
     header = "".join(f'<th data-run="{i}">{esc(run.name)}</th>' for i, run in enumerate(runs))
@@ -349,7 +379,9 @@ def _runs_table(runs: list[Run]) -> str:
         rows.append(f'<tr><td colspan="{len(runs) + 1}" class="missing">no hyper-parameters logged</td></tr>')
     toggle = (
         f'<label class="show-same"><input type="checkbox" id="show-same"> show the rows where all runs agree '
-        f"({hidden})</label>" if hidden else ""
+        f"({hidden})</label>"
+        if hidden
+        else ""
     )
     configs = "".join(
         f"<details><summary>config.yaml of {esc(run.name)}</summary><pre>{esc(run.config)}</pre></details>"
@@ -360,7 +392,9 @@ def _runs_table(runs: list[Run]) -> str:
     count = sum(len(run.problems) for run in runs)
     problems = (
         f'<details class="problems" open><summary>{count} problem{"s" * (count != 1)} reading the logs</summary>'
-        f"<ul>{problems}</ul></details>" if problems else ""
+        f"<ul>{problems}</ul></details>"
+        if problems
+        else ""
     )
     folders = "".join(f"<li><b>{esc(run.name)}</b>: {esc(str(run.path))}</li>" for run in runs)
     return (

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from lightning_cnnsee.tags import tag_order
+from lightning_cnnsee.vocabulary.tags import tag_order
 
 
 class NothingToReview(ValueError):
@@ -161,8 +161,9 @@ class RunLog:
 
     def fill(self, run: Run) -> None:
         """Give ``run`` the images (tags in reading order, frames by step), scalars, texts and problems."""
-        run.images = {tag: [self.images[tag][step] for step in sorted(self.images[tag])]
-                      for tag in tag_order(self.images)}
+        run.images = {
+            tag: [self.images[tag][step] for step in sorted(self.images[tag])] for tag in tag_order(self.images)
+        }
         run.scalars = {tag: sorted(values.items()) for tag, values in self.scalars.items()}
         run.text.update(self.text)
         run.problems.extend(self.problems)

@@ -1,0 +1,91 @@
+"""The names CNNSee logs under: one vocabulary for the callback, the writers and the review, without torch.
+
+A tag is ``cnnsee/<kind>/<name>``: the prefix, the kind of picture or number (``gradcam``, ``filters``, ...), and
+the layer or method it shows (``classes`` and the overhead scalars have no name). Several CNNSee callbacks in one
+Trainer keep apart by an instance name, which goes right after the prefix: ``cnnsee/<instance>/<kind>/<name>``.
+
+Example::
+
+    >>> from lightning_cnnsee.vocabulary.tags import make_tag, parse_tag, path_parts
+    >>> make_tag("gradcam", "features.8")
+    'cnnsee/gradcam/features.8'
+    >>> make_tag("gradcam", "layer4", instance="layercam")
+    'cnnsee/layercam/gradcam/layer4'
+    >>> parse_tag("cnnsee/layercam/gradcam/layer4")
+    Tag(instance='layercam', kind='gradcam', name='layer4')
+    >>> path_parts("cnnsee/gradcam/blocks[0]/conv")
+    ['cnnsee', 'gradcam', 'blocks_0_', 'conv']
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import NamedTuple
+
+PREFIX = "cnnsee"
+
+#: Every kind, in the order a reader meets them (the report's sections, the export's folders).
+IMAGE_KINDS = ("gradcam", "attributions", "filters", "classes", "activations")
+SCALAR_KINDS = ("faithfulness", "drift", "overhead", "wall_time_s")
+KINDS = IMAGE_KINDS + SCALAR_KINDS
+
+
+class Tag(NamedTuple):
+    """A parsed CNNSee tag: the instance (``""`` for an unnamed callback), the kind and the layer or method name
+    (``""`` when the kind has none)."""
+
+    instance: str
+    kind: str
+    name: str
+
+
+def make_tag(kind: str, name: str | None = None, *, instance: str | None = None) -> str:
+    """``cnnsee[/<instance>]/<kind>[/<name>]``; raises ``ValueError`` for a kind not in :data:`KINDS`."""
+    if kind not in KINDS:
+        raise ValueError(f"Unknown tag kind {kind!r}; valid kinds: {list(KINDS)}.")
+    parts = [PREFIX, *([instance] if instance else []), kind, *([name] if name else [])]
+    return "/".join(parts)
+
+
+def is_cnnsee_tag(tag: str) -> bool:
+    """Whether ``tag`` is one of CNNSee's (starts with ``cnnsee/``)."""
+    return tag.startswith(PREFIX + "/")
+
+
+def parse_tag(tag: str) -> Tag:
+    """Split a CNNSee tag into instance, kind and name (a tag of another shape gets kind ``""``)."""
+    parts = tag.split("/")
+    if not parts or parts[0] != PREFIX:
+        return Tag("", "", tag)
+    rest = parts[1:]
+    if rest and rest[0] in KINDS:
+        return Tag("", rest[0], "/".join(rest[1:]))
+    if len(rest) >= 2 and rest[1] in KINDS:
+        return Tag(rest[0], rest[1], "/".join(rest[2:]))
+    return Tag("", "", "/".join(rest))
+
+
+def tag_order(tags: Iterable[str]) -> list[str]:
+    """Tags in reading order: by instance (first seen first), then kind as in :data:`KINDS`, anything else last;
+    first-seen order within a kind (the order CNNSee logs its layers: by depth)."""
+    tags = list(dict.fromkeys(tags))
+    instances = list(dict.fromkeys(parse_tag(tag).instance for tag in tags))
+
+    def key(item: tuple[int, str]) -> tuple[int, int, int]:
+        index, tag = item
+        parsed = parse_tag(tag)
+        kind = KINDS.index(parsed.kind) if parsed.kind in KINDS else len(KINDS)
+        return (instances.index(parsed.instance), kind, index)
+
+    return [tag for _, tag in sorted(enumerate(tags), key=key)]
+
+
+def safe_path_part(text: str) -> str:
+    """A file-system-safe version of one tag or run-name component (layer names keep their dots)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text) or "_"
+
+
+def path_parts(tag: str) -> list[str]:
+    """A tag as safe folder names, one per ``/`` component."""
+    return [safe_path_part(part) for part in tag.split("/")]
