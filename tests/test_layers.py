@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict, namedtuple
 
-import itertools
 import pytest
 import torch
 import torchvision
