@@ -49,6 +49,7 @@ from lightning_cnnsee.run.visualization import (
     model_images,
     visualize,
 )
+from lightning_cnnsee.sinks.guard import WriteGuard
 from lightning_cnnsee.sinks.writers import ImageWriter, LogSinks
 from lightning_cnnsee.vocabulary.choices import TECHNIQUES
 from lightning_cnnsee.vocabulary.tags import make_tag
@@ -217,6 +218,7 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
             if picks is not None:
                 self._adopt(trainer, picks, int(example.shape[1]))
         self.sinks = LogSinks.for_loggers(trainer.loggers, trainer.default_root_dir)
+        self.sinks.guard = WriteGuard(lambda message: rank_zero_warn(trainer, message), strict=self.options.strict)
         (rank_zero_warn if self.sinks.falls_back else rank_zero_info)(trainer, self.sinks.describe())
 
     def _adopt(self, trainer: Any, picks: LayerPicks, channels: int) -> None:
@@ -323,7 +325,10 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
         schedule.finished(time.perf_counter() - started, maps=plan.maps, patterns_seconds=patterns_seconds)
         overhead = schedule.overhead()
         if overhead is not None and trainer.is_global_zero:
-            self.sinks.add_scalar(make_tag("overhead", instance=self.instance), overhead, step)
+            try:  # a destination that cannot be written must not end training (LogSinks contains its own errors)
+                self.sinks.add_scalar(make_tag("overhead", instance=self.instance), overhead, step)
+            except Exception as error:
+                self._report(trainer, error, "logging cnnsee/overhead")
 
     def _plan(self, trainer: Any, pl_module: Any, reason: str, maps: bool, patterns: bool) -> Any:
         """Rank 0's plan (its clock decides for every rank, so that all ranks meet in the same collectives)."""
