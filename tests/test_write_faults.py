@@ -61,14 +61,18 @@ def _full_tmpfs(folder) -> str:
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tiny tmpfs here to fill: {result.stderr.decode(errors='replace').strip()}")
     filler = os.path.join(folder, "filler")
-    handle = os.open(filler, os.O_WRONLY | os.O_CREAT)
     try:
-        while os.write(handle, b"\0" * 1024):
+        handle = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(handle, b"\0" * 1024):
+                pass
+        except OSError:  # full
             pass
-    except OSError:  # full
-        pass
-    finally:
-        os.close(handle)
+        finally:
+            os.close(handle)
+    except BaseException:
+        subprocess.run(["umount", str(folder)], check=False)
+        raise
     return filler
 
 

@@ -132,12 +132,6 @@ def step_file_name(global_step: int) -> str:
     return f"step_{int(global_step):08d}.png"
 
 
-def _contained_parts(tag: str) -> list[str]:
-    """:func:`~lightning_cnnsee.vocabulary.tags.path_parts`, with ``.`` and ``..`` made ``_``: a tag never leaves its
-    folder."""
-    return [part if part.strip(".") else "_" for part in path_parts(tag)]
-
-
 def write_file(path: str, data: bytes) -> None:
     """Write ``data`` to ``path``; an ``OSError`` that names no file (a full disk, at ``write`` or ``close``) is
     raised again naming ``path``, so that the user is told where."""
@@ -265,7 +259,7 @@ class PngWriter(Writer):
     def add_png(self, tag: str, png: Png, global_step: int) -> str:
         if self.strip_prefix and tag.startswith(self.strip_prefix):
             tag = tag[len(self.strip_prefix) :]
-        folder = os.path.join(self.root, *_contained_parts(tag))
+        folder = os.path.join(self.root, *path_parts(tag))
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, step_file_name(global_step))
         write_file(path, png.data)
@@ -343,11 +337,11 @@ class MlflowImageWriter(Writer):
         with tempfile.TemporaryDirectory(prefix="cnnsee-mlflow-") as folder:
             path = os.path.join(folder, step_file_name(global_step))
             write_file(path, png.data)
-            client.log_artifact(run_id, path, artifact_path="/".join(_contained_parts(tag)))
+            client.log_artifact(run_id, path, artifact_path="/".join(path_parts(tag)))
 
     def add_scalar(self, tag: str, scalar_value: float, global_step: int) -> None:
         client, run_id = self.logger.experiment, self.logger.run_id
-        client.log_metric(run_id, "/".join(_contained_parts(tag)), float(scalar_value), step=int(global_step))
+        client.log_metric(run_id, "/".join(path_parts(tag)), float(scalar_value), step=int(global_step))
 
 
 #: The packages a Lightning logger can come from: ``lightning`` and the standalone ``pytorch_lightning``.
