@@ -21,6 +21,7 @@ from lightning_cnnsee.review.logs import RunFolder, find_run_dirs, find_runs, lo
 from lightning_cnnsee.review.records import ChecksumError, iter_records
 from lightning_cnnsee.review.report import ReportSummary, render_report, write_report
 from lightning_cnnsee.review.runs import FileRegion, Frame, NothingToReview, Run
+from lightning_cnnsee.vocabulary.names import readable
 
 __all__ = [
     "Chart",
@@ -39,6 +40,7 @@ __all__ = [
     "find_runs",
     "iter_records",
     "load_runs",
+    "readable",
     "render_report",
     "write_gif",
     "write_report",
