@@ -18,7 +18,14 @@ Example::
 from lightning_cnnsee.review.charts import Chart, Series, charts_of
 from lightning_cnnsee.review.export import ExportSummary, export_images, write_gif
 from lightning_cnnsee.review.logs import RunFolder, find_run_dirs, find_runs, load_runs
-from lightning_cnnsee.review.records import ChecksumError, iter_records
+from lightning_cnnsee.review.records import (
+    ChecksumError,
+    CutRecord,
+    DamagedFile,
+    EmptyFile,
+    NotAnEventFile,
+    iter_records,
+)
 from lightning_cnnsee.review.report import ReportSummary, render_report, write_report
 from lightning_cnnsee.review.runs import FileRegion, Frame, NothingToReview, Run
 from lightning_cnnsee.vocabulary.names import readable
@@ -26,6 +33,10 @@ from lightning_cnnsee.vocabulary.names import readable
 __all__ = [
     "Chart",
     "ChecksumError",
+    "CutRecord",
+    "DamagedFile",
+    "EmptyFile",
+    "NotAnEventFile",
     "ExportSummary",
     "FileRegion",
     "Frame",
