@@ -31,6 +31,7 @@ from lightning_cnnsee.explain.activations import capture_activations
 from lightning_cnnsee.explain.ascent import AscentResult, filter_ascent
 from lightning_cnnsee.explain.attributions import attribute
 from lightning_cnnsee.explain.cam import cams_for_targets
+from lightning_cnnsee.explain.checkpointing import checkpointing_off
 from lightning_cnnsee.explain.hooks import eval_mode, gradients_enabled
 from lightning_cnnsee.explain.layers import device_and_dtype, select_output
 from lightning_cnnsee.explain.metrics import faithfulness, random_faithfulness
@@ -57,11 +58,14 @@ def pattern_jobs(choice: LayerChoice, options: Options) -> list[PatternJob]:
 
 @contextlib.contextmanager
 def isolated(module: nn.Module) -> Iterator[None]:
-    """Gradients on (also inside inference mode), and the global random state restored afterwards (the CPU's and,
-    on a GPU, the module's device's), so that a run never shifts training's random stream."""
+    """Gradients on (also inside inference mode), reentrant gradient checkpoints run as plain calls
+    (:func:`~lightning_cnnsee.explain.checkpointing.checkpointing_off`), and the global random state restored
+    afterwards (the CPU's and, on a GPU, the module's device's), so that a run never shifts training's random
+    stream."""
     device, _ = device_and_dtype(module)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), gradients_enabled():
-        yield
+        with checkpointing_off():
+            yield
 
 
 def model_images(images: Tensor, module: nn.Module, count: int | None = None) -> Tensor:
