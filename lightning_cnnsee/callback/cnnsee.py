@@ -39,6 +39,7 @@ from lightning_cnnsee.explain.layers import LayerPicks
 from lightning_cnnsee.render.images import render_results
 from lightning_cnnsee.render.scalars import failed_sanity_checks, run_scalars
 from lightning_cnnsee.run.batches import BatchKey
+from lightning_cnnsee.run.failures import describe_unit, merge_failures
 from lightning_cnnsee.run.options import Options, default_name
 from lightning_cnnsee.run.selection import LayerChoice, adopt_picks, check_layer_names, example_input, probe
 from lightning_cnnsee.run.visualization import (
@@ -404,7 +405,8 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
             return None
         assert results is not None
         try:
-            if world_size > 1:
+            if world_size > 1:  # a part that failed on any rank is left out, and named, on every rank
+                results.failures = merge_failures(gather_objects(trainer, results.failures))
                 results = gather_patterns(results, lambda tensor: gather_tensor(trainer, tensor))
                 results = gather_measures(results, lambda value: gather_objects(trainer, value))
             if rank == 0:
@@ -416,6 +418,7 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
                 self.sinks.add_scalar(
                     make_tag("wall_time_s", instance=self.instance), time.perf_counter() - started, trainer.global_step
                 )
+                self._report_failures(trainer, results.failures)
         except Exception as error:  # after the last collective: rank 0 alone may fail here, safely
             self._report(trainer, error, "rendering or logging")
             return None
@@ -443,6 +446,17 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
             if verdict.method not in self._warned:
                 self._warned.add(verdict.method)
                 rank_zero_warn(trainer, f"CNNSee: {verdict.message}")
+
+    def _report_failures(self, trainer: Any, failures: dict[str, str]) -> None:
+        """The parts of a run that failed (the others were logged), each said once per cause."""
+        for unit, cause in failures.items():
+            if f"{unit}: {cause}" not in self._warned:
+                self._warned.add(f"{unit}: {cause}")
+                rank_zero_warn(
+                    trainer,
+                    f"CNNSee could not make {describe_unit(unit)} ({unit}) at step {trainer.global_step} because of "
+                    f"{cause}; every other kind was logged. Training goes on; CNNSee(strict=True) raises.",
+                )
 
     def _report(self, trainer: Any, error: BaseException, during: str) -> None:
         if self.options.strict:

@@ -36,6 +36,7 @@ from lightning_cnnsee.explain.hooks import eval_mode, gradients_enabled
 from lightning_cnnsee.explain.layers import device_and_dtype, select_output
 from lightning_cnnsee.explain.metrics import faithfulness, random_faithfulness
 from lightning_cnnsee.explain.targets import class_indices, model_kind, multilabel_targets
+from lightning_cnnsee.run.failures import contained
 from lightning_cnnsee.run.options import Options
 from lightning_cnnsee.run.results import PatternJob, Results, explained_maps
 from lightning_cnnsee.run.selection import LayerChoice, choose_layers
@@ -127,16 +128,18 @@ def visualize(
                 my_labels = None if labels is None else labels[index]
                 _explain(module, inputs[index], scores[index], my_labels, options, choice, results)
                 if "faithfulness" in options.techniques and kind == "classification":
-                    _measure(module, inputs[index], options, results)
+                    with contained(results, "faithfulness", options.strict):
+                        _measure(module, inputs[index], options, results)
         if include_maps and rank == 0 and "activations" in options.techniques and choice.activations:
-            results.activations = capture_activations(module, inputs, choice.activations)
+            with contained(results, "activations", options.strict):
+                results.activations = capture_activations(module, inputs, choice.activations)
         started = time.perf_counter()
         if include_patterns:
             results.pattern_jobs = pattern_jobs(choice, options)
             my_jobs = split_jobs(results.pattern_jobs, rank, world_size)
             per_rank = -(-len(results.pattern_jobs) // world_size)
             results.pattern_images, results.pattern_activations = ascend(
-                module, my_jobs, tuple(inputs.shape[1:]), options, pad_to=per_rank
+                module, my_jobs, tuple(inputs.shape[1:]), options, pad_to=per_rank, failures=results
             )
         results.patterns_seconds = time.perf_counter() - started
     if world_size == 1:
@@ -160,19 +163,21 @@ def _explain(
     if results.kind == "classification":
         target_sets = [None] if labels is None else [None, labels]
         if cams:
-            cam_sets, _ = cams_for_targets(module, inputs, choice.gradcam, target_sets, options.cam_method, **common)
-            results.cams_predicted = cam_sets[0]
-            results.cams_true = cam_sets[1] if len(cam_sets) > 1 else {}
+            with contained(results, "gradcam", options.strict):
+                cam_sets, _ = cams_for_targets(
+                    module, inputs, choice.gradcam, target_sets, options.cam_method, **common
+                )
+                results.cams_predicted = cam_sets[0]
+                results.cams_true = cam_sets[1] if len(cam_sets) > 1 else {}
         if "attributions" in options.techniques:
             for method in options.attribution_methods:
-                settings = attribution_settings(method, inputs, choice)
-                for targets, found in zip(
-                    target_sets, (results.attributions_predicted, results.attributions_true), strict=True
-                ):
-                    torch.manual_seed(options.seed)  # SmoothGrad's noise: the same on every rank and at every run
-                    found[method] = attribute(
-                        module, inputs, method, targets, output_key=options.output_key, **settings
-                    )
+                with contained(results, f"attributions/{method}", options.strict):
+                    settings = attribution_settings(method, inputs, choice)
+                    made = [_attribution(module, inputs, method, targets, options, settings) for targets in target_sets]
+                    for found, maps in zip(
+                        (results.attributions_predicted, results.attributions_true), made, strict=False
+                    ):
+                        found[method] = maps
         return
     if results.kind == "multilabel":
         image_index, class_index = multilabel_targets(scores, labels)
@@ -180,9 +185,17 @@ def _explain(
         image_index, class_index = segmentation_targets(scores, options.max_classes_per_image)
     results.pairs = (image_index.cpu(), class_index.cpu())
     if cams and image_index.numel():
-        (results.pair_cams,), _ = cams_for_targets(
-            module, inputs[image_index], choice.gradcam, [class_index], options.cam_method, **common
-        )
+        with contained(results, "gradcam", options.strict):
+            (results.pair_cams,), _ = cams_for_targets(
+                module, inputs[image_index], choice.gradcam, [class_index], options.cam_method, **common
+            )
+
+
+def _attribution(
+    module: nn.Module, inputs: Tensor, method: str, targets: Tensor | None, options: Options, settings: dict
+) -> Tensor:
+    torch.manual_seed(options.seed)  # SmoothGrad's noise: the same on every rank and at every run
+    return attribute(module, inputs, method, targets, output_key=options.output_key, **settings)
 
 
 def segmentation_targets(scores: Tensor, per_image: int) -> tuple[Tensor, Tensor]:
@@ -256,7 +269,9 @@ def gather_measures(results: Results, gather: Callable[[object], list] = lambda 
 
     results.logits = joined([logits for _, logits, _ in shares])
     for name in PER_IMAGE_DICTS:
-        first = shares[0][2][name]
+        first = {  # a part that failed on some rank is left out (the failure is named)
+            key: value for key, value in shares[0][2][name].items() if all(key in share[2][name] for share in shares)
+        }
         if name.startswith("faithfulness"):
             merged = {
                 key: {metric: joined([share[2][name][key][metric] for share in shares]) for metric in metrics}
@@ -277,31 +292,47 @@ def ascend(
     *,
     steps: int | None = None,
     pad_to: int = 0,
+    failures: Results | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Images (max(len(jobs), pad_to), num_diverse, C, H, W) and activations (..., num_diverse) of ``jobs``, on the
-    CPU: one batched ascent per layer, in order (rows past ``len(jobs)`` stay zero)."""
+    CPU: one batched ascent per layer, in order (rows past ``len(jobs)`` stay zero). With ``failures``, a layer whose
+    ascent fails is recorded there (``filters/<layer>`` or ``classes``; its rows stay zero) and the others go on."""
     diverse = options.num_diverse
     images = torch.zeros(max(len(jobs), pad_to), diverse, *shape)
     activations = torch.zeros(images.shape[:2])
     for layer in dict.fromkeys(job.layer for job in jobs):
         indices = [i for i, job in enumerate(jobs) if job.layer == layer]
-        found = filter_ascent(
-            module,
-            layer,
-            [jobs[i].channel for i in indices],
-            shape,
-            steps=options.ascent_steps if steps is None else steps,
-            lr=options.ascent_lr,
-            seed=options.seed,
-            mean=options.mean,
-            std=options.std,
-            parameterization=options.parameterization,
-            output_key=options.output_key,
-            num_diverse=diverse,
-        )
-        images[indices] = found.images.cpu().view(len(indices), diverse, *shape)
-        activations[indices] = found.activations.cpu().view(len(indices), diverse)
+        unit = "classes" if jobs[indices[0]].kind == "classes" else f"filters/{layer}"
+        guard = contextlib.nullcontext() if failures is None else contained(failures, unit, options.strict)
+        with guard:
+            found = _ascend_layer(module, layer, [jobs[i].channel for i in indices], shape, options, steps)
+            images[indices] = found.images.cpu().view(len(indices), diverse, *shape)
+            activations[indices] = found.activations.cpu().view(len(indices), diverse)
     return images, activations
+
+
+def _ascend_layer(
+    module: nn.Module,
+    layer: str | None,
+    channels: list[int],
+    shape: tuple[int, ...],
+    options: Options,
+    steps: int | None,
+) -> AscentResult:
+    return filter_ascent(
+        module,
+        layer,
+        channels,
+        shape,
+        steps=options.ascent_steps if steps is None else steps,
+        lr=options.ascent_lr,
+        seed=options.seed,
+        mean=options.mean,
+        std=options.std,
+        parameterization=options.parameterization,
+        output_key=options.output_key,
+        num_diverse=options.num_diverse,
+    )
 
 
 def gather_patterns(results: Results, gather: Callable[[Tensor], Tensor] = lambda t: t[None]) -> Results:
@@ -316,6 +347,8 @@ def gather_patterns(results: Results, gather: Callable[[Tensor], Tensor] = lambd
     images = unsplit(gather(results.pattern_images), len(jobs))
     activations = unsplit(gather(results.pattern_activations), len(jobs))
     for key in dict.fromkeys((job.kind, job.layer) for job in jobs):
+        if ("classes" if key[0] == "classes" else f"filters/{key[1]}") in results.failures:
+            continue  # its ascent failed on some rank: zeros, not patterns
         indices = [i for i, job in enumerate(jobs) if (job.kind, job.layer) == key]
         found = AscentResult(  # num_diverse images per channel, channel-major, as filter_ascent gives them
             layer=key[1],
