@@ -132,7 +132,9 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
         faithfulness_steps: perturbation steps of the deletion and insertion curves.
         model_kind: ``"auto"`` (from the output and the labels, said once), ``"classification"``,
             ``"multilabel"`` (a map per label predicted or true) or ``"segmentation"`` (outputs (N, C, H, W), also
-            in a dict such as ``{"out": ...}``: a map per class of the predicted mask).
+            in a dict such as ``{"out": ...}``: a map per class of the predicted mask) or ``"binary"`` (one logit
+            per image, ``BCEWithLogitsLoss``: the map of the positive logit for a positive prediction, of its negative
+            for a negative one; captions and faithfulness use its sigmoid).
         max_classes_per_image: segmentation: maps for at most this many classes per image (the largest areas).
 
     Example::
@@ -179,7 +181,7 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
         attribution_methods: list[AttributionMethod] = ["saliency", "integrated_gradients"],  # noqa: B006
         num_diverse: int = 1,
         faithfulness_steps: int = 20,
-        model_kind: Literal["auto", "classification", "multilabel", "segmentation"] = "auto",
+        model_kind: Literal["auto", "classification", "multilabel", "segmentation", "binary"] = "auto",
         max_classes_per_image: int = 3,
     ) -> None:
         super().__init__()

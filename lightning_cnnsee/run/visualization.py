@@ -35,12 +35,15 @@ from lightning_cnnsee.explain.checkpointing import checkpointing_off
 from lightning_cnnsee.explain.hooks import eval_mode, gradients_enabled
 from lightning_cnnsee.explain.layers import device_and_dtype, select_output
 from lightning_cnnsee.explain.metrics import faithfulness, random_faithfulness
-from lightning_cnnsee.explain.targets import class_indices, model_kind, multilabel_targets
+from lightning_cnnsee.explain.targets import class_indices, class_probabilities, model_kind, multilabel_targets
 from lightning_cnnsee.run.failures import contained
 from lightning_cnnsee.run.options import Options
 from lightning_cnnsee.run.results import PatternJob, Results, explained_maps
 from lightning_cnnsee.run.selection import LayerChoice, choose_layers
 from lightning_cnnsee.run.shares import split_jobs, unsplit
+
+#: The kinds of model whose maps are one per image (the predicted and the true class), shared among ranks by image.
+PER_IMAGE_KINDS = ("classification", "binary")
 
 
 def pattern_jobs(choice: LayerChoice, options: Options) -> list[PatternJob]:
@@ -116,7 +119,7 @@ def visualize(
                 scores = select_output(module(inputs), options.output_key).detach().float()
             kind = options.model_kind if options.model_kind != "auto" else model_kind(scores, labels)
             labels = class_indices(labels, kind)
-            if kind == "classification":
+            if kind in PER_IMAGE_KINDS:
                 # a classifier's maps and their faithfulness are per image: each rank takes every world_size-th
                 # image (the masked forwards of Score-CAM, Ablation-CAM, occlusion and the metrics cost the most)
                 share = list(range(rank, inputs.shape[0], world_size))
@@ -127,7 +130,7 @@ def visualize(
                 index = torch.tensor(share, device=inputs.device)
                 my_labels = None if labels is None else labels[index]
                 _explain(module, inputs[index], scores[index], my_labels, options, choice, results)
-                if "faithfulness" in options.techniques and kind == "classification":
+                if "faithfulness" in options.techniques and kind in PER_IMAGE_KINDS:
                     with contained(results, "faithfulness", options.strict):
                         _measure(module, inputs[index], options, results)
         if include_maps and rank == 0 and "activations" in options.techniques and choice.activations:
@@ -160,7 +163,7 @@ def _explain(
     results.logits = scores
     cams = "gradcam" in options.techniques and choice.gradcam
     common = dict(kind=results.kind, output_key=options.output_key)
-    if results.kind == "classification":
+    if results.kind in PER_IMAGE_KINDS:
         target_sets = [None] if labels is None else [None, labels]
         if cams:
             with contained(results, "gradcam", options.strict):
@@ -229,7 +232,7 @@ def attribution_settings(method: str, inputs: Tensor, choice: LayerChoice) -> di
 def _measure(module: nn.Module, inputs: Tensor, options: Options, results: Results) -> None:
     """Faithfulness of the maps of ``inputs`` (the predicted class), and of random maps of the same sizes as the
     reference."""
-    predicted = results.logits.argmax(dim=1).to(inputs.device)  # type: ignore[union-attr]
+    predicted = class_probabilities(results.logits).argmax(dim=1).to(inputs.device)  # type: ignore[arg-type]
     settings = dict(steps=options.faithfulness_steps, output_key=options.output_key)
     references: dict[tuple[int, ...], dict[str, Tensor]] = {}
     for name, maps in explained_maps(results).items():
@@ -256,7 +259,7 @@ PER_IMAGE_DICTS = (
 def gather_measures(results: Results, gather: Callable[[object], list] = lambda value: [value]) -> Results:
     """Put every rank's share of the per-image results (the logits, the maps, their faithfulness) together, in image
     order; ``gather`` returns every rank's object in rank order (the default is the single-process identity)."""
-    if results.kind != "classification":
+    if results.kind not in PER_IMAGE_KINDS:
         return results
     fields = {name: getattr(results, name) for name in PER_IMAGE_DICTS}
     shares = [share for share in gather((results.measured_images, results.logits, fields)) if share[0]]
