@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_cnnsee import CNNSee
 from lightning_cnnsee.explain.cam import cam
 from lightning_cnnsee.explain.metrics import faithfulness, normalize_maps
-from lightning_cnnsee.explain.targets import class_probabilities, model_kind, resolve_targets
+from lightning_cnnsee.explain.targets import model_kind, resolve_targets
 from lightning_cnnsee.run.options import Options
 from lightning_cnnsee.run.visualization import visualize
 
@@ -88,6 +88,8 @@ def test_the_map_explains_the_logit_for_class_1_and_its_negative_for_class_0_as_
 
 
 def test_one_logit_is_a_binary_model_and_its_prediction_is_the_sign():
+    from lightning_cnnsee.explain.targets import class_probabilities
+
     logits = torch.tensor([[2.0], [-0.5], [0.1]])
     assert model_kind(logits) == "binary" and model_kind(logits, torch.tensor([[1.0], [0.0], [1.0]])) == "binary"
     assert resolve_targets(None, logits).tolist() == [1, 0, 1]

@@ -14,9 +14,16 @@ import torch
 from tiny import TinyClassifier, make_loaders, trainer_kwargs
 
 from lightning_cnnsee import CNNSee
+from lightning_cnnsee.callback.schedule import Schedule
 from lightning_cnnsee.sinks.writers import Destination, LogSinks, PngWriter
 
-FAST = dict(ascent_steps=2, num_samples=4, max_overhead=None, techniques=["gradcam", "activations"])
+FAST = dict(ascent_steps=2, num_samples=4, max_overhead=0.9, techniques=["gradcam", "activations"])
+
+
+@pytest.fixture(autouse=True)
+def overhead_known_at_once(monkeypatch):
+    """``cnnsee/overhead`` is logged once training has lasted a second; these fits are shorter: log it at once."""
+    monkeypatch.setattr(Schedule, "overhead", lambda self: 0.01)
 
 
 def fit_with_warnings(tmp_path, callback, **overrides):
@@ -48,7 +55,7 @@ def test_a_read_only_folder_is_said_once_for_all_images_and_the_overhead_scalar(
 
     monkeypatch.setattr(PngWriter, "add_png", refused)
     monkeypatch.setattr(PngWriter, "add_scalar", refused)
-    callback = CNNSee(**{**FAST, "max_overhead": 0.9})
+    callback = CNNSee(**FAST)
     trainer, said = fit_with_warnings(tmp_path, callback, logger=False, max_epochs=2)
     assert trainer.state.finished and trainer.current_epoch == 2
     assert len(said) == 1, said
