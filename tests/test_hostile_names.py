@@ -107,12 +107,21 @@ def test_cnnsee_report_and_export_print_no_traceback_for_a_name_not_utf8(tmp_pat
     assert len(exported) == 1 and (tmp_path / "out") in exported[0].parents
 
 
-def test_report_escapes_hyper_parameters_and_config_values(tmp_path):
+def test_report_escapes_hyper_parameters_config_values_texts_and_chart_titles(tmp_path):
     _event_log(tmp_path / "logs" / "run", "cnnsee/gradcam/features")
+    with SummaryWriter(str(tmp_path / "logs" / "run")) as writer:
+        writer.add_scalar("cnnsee/faithfulness/<img src=x onerror=alert(3)>/avg_drop", 0.5, 0)
+        writer.add_text("note", "<script>alert(4)</script>")
+    (tmp_path / "logs" / "run" / "config.yaml").write_text(
+        "trainer:\n  callbacks:\n  - class_path: lightning_cnnsee.CNNSee\n    init_args:\n"
+        "      class_names: ['<script>alert(5)</script>']\n"
+    )
     (tmp_path / "logs" / "run" / "hparams.yaml").write_text(
         "'<img src=x onerror=alert(1)>': '<script>alert(2)</script>'\nname: \"a\\nb\"\n"
     )
     write_report(tmp_path / "logs", tmp_path / "report.html", progress=False)
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "<img src=x" not in page and "<script>alert(2)" not in page
+    assert "<script>alert(4)" not in page and "<script>alert(5)" not in page
+    assert "alert(3)" in page and "alert(4)" in page  # the names are there, escaped
     assert "&lt;img src=x onerror=alert(1)&gt;" in page or "\\u003cimg src=x" in page

@@ -15,7 +15,7 @@ from tiny import TinyClassifier, make_loaders, trainer_kwargs
 
 from lightning_cnnsee import CNNSee
 from lightning_cnnsee.callback.schedule import Schedule
-from lightning_cnnsee.sinks.writers import Destination, LogSinks, PngWriter
+from lightning_cnnsee.sinks.writers import Destination, LogSinks, MlflowImageWriter, PngWriter
 
 FAST = dict(ascent_steps=2, num_samples=4, max_overhead=0.9, techniques=["gradcam", "activations"])
 
@@ -134,3 +134,25 @@ def test_strict_mode_raises_the_write_error(tmp_path):
     sinks.guard.strict = True
     with pytest.raises(OSError):
         sinks.add_image("cnnsee/classes", torch.rand(3, 4, 4), 0)
+
+
+def test_a_failing_mlflow_or_wandb_destination_is_contained_and_named(tmp_path):
+    class Client:
+        def log_artifact(self, run_id, path, artifact_path):
+            raise PermissionError(errno.EACCES, "Permission denied", "/mlruns/0/abc/artifacts")
+
+        def log_metric(self, *args, **kwargs):
+            raise ConnectionError("tracking server unreachable")
+
+    class Logger:
+        experiment, run_id = Client(), "abc"
+
+    messages: list[str] = []
+    sinks = LogSinks([Destination(MlflowImageWriter(Logger()), "MLflow artifacts")])
+    sinks.guard.warn = messages.append
+    for step in range(3):
+        sinks.add_image("cnnsee/classes", torch.rand(3, 4, 4), step)
+        sinks.add_scalar("cnnsee/overhead", 0.01, step)
+    assert len(messages) == 2, messages
+    assert "/mlruns/0/abc/artifacts: permission refused" in messages[0]
+    assert "ConnectionError: tracking server unreachable" in messages[1]
