@@ -111,7 +111,8 @@ class WriteGuard:
             kind, words = cause_of(error)
             if kind not in state.said:
                 state.said.add(kind)
-                detail = "" if words.startswith(type(error).__name__) else f" ({type(error).__name__}: {error})"
+                reason = getattr(error, "strerror", None) or error
+                detail = "" if words.startswith(type(error).__name__) else f" ({type(error).__name__}: {reason})"
                 self.warn(
                     f"CNNSee could not write {path_of(error, where)}: {words}{detail}. Training goes on; CNNSee "
                     f"tries again at its next runs and says when writing to {where} works again."
