@@ -3,11 +3,17 @@ same pictures as without checkpointing, and is left as found."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
+import pytorch_lightning as pl
 import torch
 import torch.utils.checkpoint as cp
+from tiny import read_images, trainer_kwargs
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_cnnsee import CNNSee
 from lightning_cnnsee.run.options import Options
 from lightning_cnnsee.run.visualization import visualize
 
@@ -77,3 +83,35 @@ def test_checkpointing_is_restored_for_training_after_a_run():
     # the segment is checkpointed again: its output comes from CheckpointFunction's backward node
     segment = cp.checkpoint(model.block, model.stem(x), use_reentrant=True)
     assert "CheckpointFunction" in type(segment.grad_fn).__name__
+
+
+class CheckpointedModule(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = Checkpointed(True)
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self(x.requires_grad_(True)), y)
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_a_fit_of_a_reentrant_checkpointed_model_logs_every_kind_without_a_warning(tmp_path):
+    x = torch.rand(16, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(TensorDataset(x, torch.arange(16) % 3), batch_size=8)
+    callback = CNNSee(ascent_steps=2, num_samples=4, max_overhead=None, num_filters=2)
+    trainer = pl.Trainer(callbacks=[callback], **trainer_kwargs(tmp_path, max_epochs=2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(CheckpointedModule(), loader, loader)
+    assert not [str(w.message) for w in caught if "CNNSee" in str(w.message)]
+    kinds = {tag.split("/")[1] for tag in read_images(trainer.logger.log_dir)}
+    assert kinds == {"gradcam", "filters", "classes", "activations"}
