@@ -156,3 +156,29 @@ def test_a_failing_mlflow_or_wandb_destination_is_contained_and_named(tmp_path):
     assert len(messages) == 2, messages
     assert "/mlruns/0/abc/artifacts: permission refused" in messages[0]
     assert "ConnectionError: tracking server unreachable" in messages[1]
+
+
+def test_a_full_disk_that_names_no_file_is_said_with_the_file_being_written(tmp_path, monkeypatch):
+    import lightning_cnnsee.sinks.writers as writers
+
+    class FullFile:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")  # as the OS says it: no file named
+
+    monkeypatch.setattr(writers, "open", lambda *args, **kwargs: FullFile(), raising=False)
+    messages: list[str] = []
+    sinks = LogSinks([Destination(PngWriter(str(tmp_path / "cnnsee"), strip_prefix="cnnsee/"), "PNG files")])
+    sinks.guard.warn = messages.append
+    sinks.add_image("cnnsee/gradcam/features", torch.rand(3, 4, 4), 7)
+    expected = tmp_path / "cnnsee" / "gradcam" / "features" / "step_00000007.png"
+    assert messages == [
+        f"CNNSee could not write {expected}: the disk is full (or the quota used up) (OSError: No space left on "
+        "device). Training goes on; CNNSee tries again at its next runs and says when writing to PNG files works "
+        "again."
+    ]
