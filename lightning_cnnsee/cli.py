@@ -169,12 +169,14 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def print_problems(command: str, problems: list[str]) -> None:
     """What the review could not read (a record failing its checksum, ...), one warning line each on stderr."""
+    from lightning_cnnsee.review import readable
+
     for problem in problems:
-        print(f"cnnsee {command}: warning: {problem}", file=sys.stderr)
+        print(readable(f"cnnsee {command}: warning: {problem}"), file=sys.stderr)
 
 
 def run_report_command(args: argparse.Namespace) -> int:
-    from lightning_cnnsee.review import NothingToReview, write_report
+    from lightning_cnnsee.review import NothingToReview, readable, write_report
 
     try:
         summary = write_report(
@@ -185,14 +187,14 @@ def run_report_command(args: argparse.Namespace) -> int:
         return 1
     print_problems("report", summary.problems)
     print(
-        f"Wrote {summary.path} ({summary.size_bytes / 1e6:.1f} MB): {summary.runs} run(s), {summary.tags} tags, "
-        f"{summary.frames} images, {summary.charts} charts. Open it in a browser."
+        f"Wrote {readable(summary.path)} ({summary.size_bytes / 1e6:.1f} MB): {summary.runs} run(s), "
+        f"{summary.tags} tags, {summary.frames} images, {summary.charts} charts. Open it in a browser."
     )
     return 0
 
 
 def run_export_command(args: argparse.Namespace) -> int:
-    from lightning_cnnsee.review import NothingToReview, export_images
+    from lightning_cnnsee.review import NothingToReview, export_images, readable
 
     try:
         summary = export_images(
@@ -207,7 +209,7 @@ def run_export_command(args: argparse.Namespace) -> int:
         print(f"cnnsee export: {error}", file=sys.stderr)
         return 1
     print_problems("export", summary.problems)
-    print(f"Wrote {summary.pngs} PNG files and {summary.gifs} GIFs under {summary.folder}.")
+    print(f"Wrote {summary.pngs} PNG files and {summary.gifs} GIFs under {readable(summary.folder)}.")
     return 0
 
 

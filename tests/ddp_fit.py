@@ -50,6 +50,24 @@ class FailingOnRankOne(RecordingCNNSee):
             callback_module.visualize = real
 
 
+class PartsFailingOnRankOne(RecordingCNNSee):
+    """On rank 1 only, the CAMs and every filter and class ascent fail: the ranks keep the other kinds, and rank 0
+    names the parts that failed."""
+
+    def run(self, trainer, pl_module, **kwargs):
+        real = visualize_module.cams_for_targets, visualize_module.filter_ascent
+
+        def failing(*args, **inner):
+            raise RuntimeError("rank one's part broke")
+
+        if trainer.global_rank == 1:
+            visualize_module.cams_for_targets = visualize_module.filter_ascent = failing
+        try:
+            return super().run(trainer, pl_module, **kwargs)
+        finally:
+            visualize_module.cams_for_targets, visualize_module.filter_ascent = real
+
+
 WRAPPER_CALLS_DURING_RUNS = []
 
 
@@ -79,7 +97,12 @@ def main() -> None:
     pl.seed_everything(0, workers=True)
     train, val = make_loaders(count=64, batch_size=8)
     options = dict(ascent_steps=4, num_samples=6, every_n_epochs=1, every_n_steps=3, max_overhead=None)
-    callbacks = {"none": [], "cnnsee": [WatchingWrapper(**options)], "failing": [FailingOnRankOne(**options)]}[mode]
+    callbacks = {
+        "none": [],
+        "cnnsee": [WatchingWrapper(**options)],
+        "failing": [FailingOnRankOne(**options)],
+        "parts_failing": [PartsFailingOnRankOne(**options)],
+    }[mode]
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=2,
@@ -112,7 +135,8 @@ def main() -> None:
             saved["labels"] = callback.fixed.labels
             results = callback.last_results
             saved["filters"] = {k: (v.channels, v.images, v.activations) for k, v in results.filters.items()}
-            saved["classes"] = (results.classes.channels, results.classes.images, results.classes.activations)
+            if results.classes is not None:
+                saved["classes"] = (results.classes.channels, results.classes.images, results.classes.activations)
             saved["runs"] = callback.schedule.runs
         torch.save(saved, os.path.join(out, "result.pt"))
 

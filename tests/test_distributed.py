@@ -121,6 +121,18 @@ def test_a_failure_on_one_rank_is_decided_together_and_training_goes_on(tmp_path
     assert "weights" in result
 
 
+def test_a_part_failing_on_one_rank_is_named_once_and_the_other_kinds_are_logged(tmp_path):
+    result, output = run_ddp(tmp_path, "ddp", "parts_failing")
+    assert output.count("CNNSee could not make the CAMs (gradcam)") == 1
+    assert "because of RuntimeError: rank one's part broke; every other kind was logged" in output
+    assert "CNNSee skipped" not in output  # no run was lost whole
+    kinds = {tag.split("/")[1] for tag in read_images(str(tmp_path / "logs" / "version_0"))}
+    assert "activations" in kinds and "gradcam" not in kinds  # rank 1's share of the CAMs failed: none shown
+    failed_patterns = [line for line in output.splitlines() if "patterns" in line and "could not make" in line]
+    assert failed_patterns  # rank 1's share of the patterns: named, left out
+    assert "weights" in result
+
+
 def test_ddp_spawn_logs_and_trains_identically(tmp_path):
     plain, _ = run_ddp(tmp_path / "none", "ddp_spawn", "none")
     seen, _ = run_ddp(tmp_path / "cnnsee", "ddp_spawn", "cnnsee")

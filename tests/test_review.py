@@ -27,6 +27,7 @@ from torch.utils.tensorboard import SummaryWriter
 from lightning_cnnsee import CNNSee, cli
 from lightning_cnnsee.review import (
     ChecksumError,
+    CutRecord,
     Frame,
     NothingToReview,
     Run,
@@ -289,7 +290,7 @@ def test_nothing_to_review_exits_non_zero_with_a_message_saying_why(command, mak
 
 
 def test_the_message_for_a_log_without_cnnsee_lists_the_image_tags_it_has(tmp_path):
-    with pytest.raises(NothingToReview, match=r"image tags found: \['samples'\]"):
+    with pytest.raises(NothingToReview, match=r"found instead: image tags \[.samples.\]"):
         load_runs(_folder_without_cnnsee(tmp_path))
 
 
@@ -622,13 +623,17 @@ def test_a_record_failing_its_checksum_ends_its_file_as_in_tensorboard_and_is_sa
     assert "1 problem reading the logs" in (tmp_path / "report.html").read_text()
 
 
-def test_a_record_cut_short_at_the_end_of_its_file_ends_it_quietly(tmp_path):
+def test_a_record_cut_short_at_the_end_of_its_file_ends_it_after_the_whole_records_and_is_said(tmp_path):
     path = tmp_path / "events.out.tfevents.1.host"
     with path.open("wb") as handle:
         write_record(handle, b"whole")
         write_record(handle, b"cut short")
     path.write_bytes(path.read_bytes()[:-3])
-    assert [bytes(data) for _, data in iter_records(path)] == [b"whole"]
+    read = []
+    with pytest.raises(CutRecord, match="ends mid-record: still being written, or cut"):
+        for _, data in iter_records(path):
+            read.append(bytes(data))
+    assert read == [b"whole"]
 
 
 def test_a_later_image_at_the_same_step_replaces_the_earlier_one(tmp_path):

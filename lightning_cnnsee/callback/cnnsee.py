@@ -39,6 +39,7 @@ from lightning_cnnsee.explain.layers import LayerPicks
 from lightning_cnnsee.render.images import render_results
 from lightning_cnnsee.render.scalars import failed_sanity_checks, run_scalars
 from lightning_cnnsee.run.batches import BatchKey
+from lightning_cnnsee.run.failures import describe_unit, merge_failures
 from lightning_cnnsee.run.options import Options, default_name
 from lightning_cnnsee.run.selection import LayerChoice, adopt_picks, check_layer_names, example_input, probe
 from lightning_cnnsee.run.visualization import (
@@ -49,6 +50,7 @@ from lightning_cnnsee.run.visualization import (
     model_images,
     visualize,
 )
+from lightning_cnnsee.sinks.guard import WriteGuard
 from lightning_cnnsee.sinks.writers import ImageWriter, LogSinks
 from lightning_cnnsee.vocabulary.choices import TECHNIQUES
 from lightning_cnnsee.vocabulary.tags import make_tag
@@ -130,7 +132,9 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
         faithfulness_steps: perturbation steps of the deletion and insertion curves.
         model_kind: ``"auto"`` (from the output and the labels, said once), ``"classification"``,
             ``"multilabel"`` (a map per label predicted or true) or ``"segmentation"`` (outputs (N, C, H, W), also
-            in a dict such as ``{"out": ...}``: a map per class of the predicted mask).
+            in a dict such as ``{"out": ...}``: a map per class of the predicted mask) or ``"binary"`` (one logit
+            per image, ``BCEWithLogitsLoss``: the map of the positive logit for a positive prediction, of its negative
+            for a negative one; captions and faithfulness use its sigmoid).
         max_classes_per_image: segmentation: maps for at most this many classes per image (the largest areas).
 
     Example::
@@ -177,7 +181,7 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
         attribution_methods: list[AttributionMethod] = ["saliency", "integrated_gradients"],  # noqa: B006
         num_diverse: int = 1,
         faithfulness_steps: int = 20,
-        model_kind: Literal["auto", "classification", "multilabel", "segmentation"] = "auto",
+        model_kind: Literal["auto", "classification", "multilabel", "segmentation", "binary"] = "auto",
         max_classes_per_image: int = 3,
     ) -> None:
         super().__init__()
@@ -217,6 +221,7 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
             if picks is not None:
                 self._adopt(trainer, picks, int(example.shape[1]))
         self.sinks = LogSinks.for_loggers(trainer.loggers, trainer.default_root_dir)
+        self.sinks.guard = WriteGuard(lambda message: rank_zero_warn(trainer, message), strict=self.options.strict)
         (rank_zero_warn if self.sinks.falls_back else rank_zero_info)(trainer, self.sinks.describe())
 
     def _adopt(self, trainer: Any, picks: LayerPicks, channels: int) -> None:
@@ -323,7 +328,10 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
         schedule.finished(time.perf_counter() - started, maps=plan.maps, patterns_seconds=patterns_seconds)
         overhead = schedule.overhead()
         if overhead is not None and trainer.is_global_zero:
-            self.sinks.add_scalar(make_tag("overhead", instance=self.instance), overhead, step)
+            try:  # a destination that cannot be written must not end training (LogSinks contains its own errors)
+                self.sinks.add_scalar(make_tag("overhead", instance=self.instance), overhead, step)
+            except Exception as error:
+                self._report(trainer, error, "logging cnnsee/overhead")
 
     def _plan(self, trainer: Any, pl_module: Any, reason: str, maps: bool, patterns: bool) -> Any:
         """Rank 0's plan (its clock decides for every rank, so that all ranks meet in the same collectives)."""
@@ -399,7 +407,8 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
             return None
         assert results is not None
         try:
-            if world_size > 1:
+            if world_size > 1:  # a part that failed on any rank is left out, and named, on every rank
+                results.failures = merge_failures(gather_objects(trainer, results.failures))
                 results = gather_patterns(results, lambda tensor: gather_tensor(trainer, tensor))
                 results = gather_measures(results, lambda value: gather_objects(trainer, value))
             if rank == 0:
@@ -411,6 +420,7 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
                 self.sinks.add_scalar(
                     make_tag("wall_time_s", instance=self.instance), time.perf_counter() - started, trainer.global_step
                 )
+                self._report_failures(trainer, results.failures)
         except Exception as error:  # after the last collective: rank 0 alone may fail here, safely
             self._report(trainer, error, "rendering or logging")
             return None
@@ -438,6 +448,17 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
             if verdict.method not in self._warned:
                 self._warned.add(verdict.method)
                 rank_zero_warn(trainer, f"CNNSee: {verdict.message}")
+
+    def _report_failures(self, trainer: Any, failures: dict[str, str]) -> None:
+        """The parts of a run that failed (the others were logged), each said once per cause."""
+        for unit, cause in failures.items():
+            if f"{unit}: {cause}" not in self._warned:
+                self._warned.add(f"{unit}: {cause}")
+                rank_zero_warn(
+                    trainer,
+                    f"CNNSee could not make {describe_unit(unit)} ({unit}) at step {trainer.global_step} because of "
+                    f"{cause}; every other kind was logged. Training goes on; CNNSee(strict=True) raises.",
+                )
 
     def _report(self, trainer: Any, error: BaseException, during: str) -> None:
         if self.options.strict:

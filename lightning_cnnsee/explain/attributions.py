@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from lightning_cnnsee.explain.cam import Targets, grad_cam, resolve_targets
 from lightning_cnnsee.explain.hooks import eval_mode, gradients_enabled
 from lightning_cnnsee.explain.layers import OutputKey, select_output
+from lightning_cnnsee.explain.targets import class_scores
 
 ROWS_PER_PASS = 64
 """Images per forward pass when an option leaves the batching to us (``internal_batch_size=None`` and alike)."""
@@ -100,7 +101,7 @@ def _input_gradients(model: nn.Module, copies: Tensor, targets: Targets, output_
         classes = resolve_targets(None, logits)
     else:
         classes = resolve_targets(targets, logits[:batch]).repeat(count)
-    score = logits.gather(1, classes[:, None]).sum()
+    score = class_scores(logits, classes).sum()
     (gradient,) = torch.autograd.grad(score, rows)
     return gradient.view(copies.shape)
 
@@ -344,7 +345,7 @@ def _occlusion(
     with torch.inference_mode():
         logits = _logits(model, images, output_key)
     classes = resolve_targets(targets, logits.clone())
-    original = logits.gather(1, classes[:, None])[:, 0].clone()
+    original = class_scores(logits, classes).clone()
     total = torch.zeros_like(images)
     coverage = torch.zeros(shape, dtype=images.dtype, device=images.device)
     channels_last = [images.ndim == 4]  # until the model refuses it (a .view() of a feature map, say)
@@ -357,8 +358,8 @@ def _occlusion(
         ).to(images.dtype)  # (P, C, H, W)
         with torch.inference_mode():
             rows = (images * (1 - masks[:, None]) + baselines * masks[:, None]).flatten(0, 1)  # (P * N, C, H, W)
-            scores = _logits_in_any_layout(model, rows, output_key, channels_last).gather(
-                1, classes.repeat(len(masks))[:, None]
+            scores = class_scores(
+                _logits_in_any_layout(model, rows, output_key, channels_last), classes.repeat(len(masks))
             )
         drops = original - scores.view(len(masks), batch)  # (P, N)
         total += torch.einsum("pn,pchw->nchw", drops, masks)

@@ -96,7 +96,7 @@ def resolve_targets(targets: Targets, logits: Tensor, kind: str = "classificatio
     Args:
         targets: see :func:`lightning_cnnsee.explain.targets.resolve_targets`.
         logits: the model's scores, (N, C) or, with ``kind="segmentation"``, (N, C, H, W).
-        kind: ``"classification"``, ``"multilabel"`` or ``"segmentation"``.
+        kind: ``"classification"``, ``"multilabel"``, ``"segmentation"`` or ``"binary"``.
 
     Example::
 
@@ -487,7 +487,8 @@ def cam(
             the pairs.
         method: gradient methods ``"gradcam"``, ``"gradcam++"``, ``"xgradcam"``, ``"layercam"``, ``"hirescam"``;
             gradient-free ``"scorecam"``, ``"ablationcam"``, ``"eigencam"``.
-        kind: ``"classification"``, ``"multilabel"`` or ``"segmentation"``, which decides the score explained (see
+        kind: ``"classification"``, ``"multilabel"``, ``"segmentation"`` or ``"binary"`` (one logit: ``s`` for
+            class 1, ``-s`` for class 0), which decides the score explained (see
             :mod:`lightning_cnnsee.explain.targets`); ``None`` infers it from the scores' shape
             (:func:`~lightning_cnnsee.explain.targets.model_kind`).
         output_key: where the scores are when the model returns a tuple or dict (see

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from lightning_cnnsee.explain.cam import Targets, resolve_targets
 from lightning_cnnsee.explain.hooks import eval_mode
 from lightning_cnnsee.explain.layers import OutputKey, select_output
+from lightning_cnnsee.explain.targets import class_probabilities
 
 METRICS = ("avg_drop", "conf_increase", "deletion_auc", "insertion_auc")
 
@@ -129,8 +130,9 @@ def _logits(model: nn.Module, batch: Tensor, output_key: OutputKey) -> Tensor:
 
 
 def _class_scores(logits: Tensor, classes: Tensor) -> Tensor:
-    """Softmax probability of each row's class (N,), in float32."""
-    return logits.float().softmax(dim=-1).gather(1, classes[:, None])[:, 0]
+    """Probability of each row's class (N,), in float32: softmax, or the sigmoid of a binary classifier's one logit
+    (:func:`~lightning_cnnsee.explain.targets.class_probabilities`)."""
+    return class_probabilities(logits).gather(1, classes[:, None])[:, 0]
 
 
 def faithfulness(

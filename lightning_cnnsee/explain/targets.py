@@ -3,6 +3,10 @@
 A CAM explains one scalar per image, the *score*. What that scalar is depends on the kind of model:
 
 - ``"classification"``: scores (N, C); the score of image n is the logit of its target class, ``s[n, c_n]``.
+- ``"binary"``: scores (N, 1), one logit of a binary classifier (``BCEWithLogitsLoss``); class 1 is the positive
+  class (``sigmoid(s) > 0.5``), and the score is ``s`` for class 1 and ``-s`` for class 0, as pytorch-grad-cam's
+  ``BinaryClassifierOutputTarget``; its probabilities are ``sigmoid(s)`` and ``1 - sigmoid(s)``
+  (:func:`class_probabilities`). One logit is always read this way (a softmax over one class is constant).
 - ``"multilabel"``: scores (N, C) of independent labels (one sigmoid each); the score is the logit of label k,
   ``s[n, k]``, and a map is made per label that is predicted (``sigmoid(s) > 0.5``) or true
   (:func:`multilabel_targets` lists those pairs).
@@ -33,7 +37,7 @@ from torch import Tensor
 
 from lightning_cnnsee.explain.layers import OutputKey, select_output
 
-KINDS: tuple[str, ...] = ("classification", "multilabel", "segmentation")
+KINDS: tuple[str, ...] = ("classification", "multilabel", "segmentation", "binary")
 
 Targets = int | Tensor | Sequence[int] | None
 
@@ -48,7 +52,7 @@ def check_kind(kind: str) -> str:
     """Return ``kind`` if it is one of :data:`KINDS`; raise ``ValueError`` naming the valid choices otherwise.
 
     Args:
-        kind: ``"classification"``, ``"multilabel"`` or ``"segmentation"``.
+        kind: ``"classification"``, ``"multilabel"``, ``"segmentation"`` or ``"binary"``.
 
     Example::
 
@@ -61,9 +65,11 @@ def check_kind(kind: str) -> str:
 
 
 def model_kind(output: object, labels: Tensor | None = None, *, output_key: OutputKey = None) -> str:
-    """Tell from a model output (and, if given, the labels) whether it is classification, multi-label or segmentation.
+    """Tell from a model output (and, if given, the labels) whether it is classification, multi-label, segmentation or
+    a binary classifier with one logit.
 
-    The rule: scores (N, C, H, W) are segmentation, whatever the labels. Scores (N, C) are multi-label when the labels
+    The rule: scores (N, C, H, W) are segmentation, whatever the labels. Scores (N, 1) are binary (labels, if given,
+    (N,) or (N, 1) of 0 and 1). Scores (N, C) are multi-label when the labels
     are multi-hot, an (N, C) tensor of 0 and 1 (bool, int or float); they are classification when the labels are
     (N,) class indices or when there are no labels. A multi-label model cannot be told from a classifier by its output
     alone (both give (N, C) logits): without labels, pass the kind explicitly (``kind="multilabel"``) where a
@@ -84,6 +90,8 @@ def model_kind(output: object, labels: Tensor | None = None, *, output_key: Outp
         'multilabel'
         >>> model_kind({"out": torch.randn(2, 5, 8, 8)})
         'segmentation'
+        >>> model_kind(torch.randn(4, 1), torch.tensor([1.0, 0.0, 1.0, 0.0]))
+        'binary'
     """
     scores = select_scores(output, output_key)
     shape = tuple(scores.shape)
@@ -94,6 +102,15 @@ def model_kind(output: object, labels: Tensor | None = None, *, output_key: Outp
             f"Cannot tell the model kind from scores of shape {shape}: expected (N, num_classes) for classification "
             "or multi-label, or (N, num_classes, H, W) for segmentation."
         )
+    if shape[1] == 1:
+        if labels is not None:
+            labels = torch.as_tensor(labels)
+            if labels.numel() != shape[0] or not bool(((labels == 0) | (labels == 1)).all()):
+                raise ValueError(
+                    f"labels of shape {tuple(labels.shape)} do not fit the one logit per image of a binary classifier "
+                    f"(scores {shape}): expected ({shape[0]},) or ({shape[0]}, 1) labels of 0 and 1."
+                )
+        return "binary"
     if labels is None:
         return "classification"
     labels = torch.as_tensor(labels)
@@ -121,6 +138,8 @@ def class_indices(labels: Tensor | None, kind: str) -> Tensor | None:
         >>> class_indices(torch.tensor([[0, 1, 0], [1, 0, 0]]), "classification").tolist()
         [1, 0]
     """
+    if kind == "binary" and labels is not None:
+        return labels.reshape(-1).round().long()
     if kind == "classification" and labels is not None and labels.ndim == 2:
         return labels.argmax(dim=1)
     return labels
@@ -128,6 +147,10 @@ def class_indices(labels: Tensor | None, kind: str) -> Tensor | None:
 
 def _check_scores(scores: Tensor, kind: str) -> None:
     expected = 4 if kind == "segmentation" else 2
+    if kind == "binary" and (scores.ndim != 2 or scores.shape[1] != 1):
+        raise ValueError(
+            f"kind='binary' expects scores of shape (N, 1), one logit per image, got {tuple(scores.shape)}."
+        )
     if scores.ndim != expected:
         wanted = "(N, num_classes, H, W)" if expected == 4 else "(N, num_classes)"
         other = "'segmentation'" if scores.ndim == 4 else "'classification' or 'multilabel'"
@@ -162,12 +185,16 @@ def resolve_targets(targets: Targets, scores: Tensor, kind: str = "classificatio
             counts = torch.zeros(batch, num_classes, dtype=torch.long, device=scores.device)
             counts.scatter_add_(1, predicted, torch.ones_like(predicted))
             resolved = counts.argmax(dim=1)
+        elif is_binary(scores, kind):
+            resolved = (detached[:, 0] > 0).long()  # the positive class where sigmoid(s) > 0.5
         else:
             resolved = detached.argmax(dim=1)
     elif isinstance(targets, int) and not isinstance(targets, bool):
         resolved = torch.full((batch,), targets, dtype=torch.long, device=scores.device)
     else:
         resolved = torch.as_tensor(targets, device=scores.device)
+        if kind in ("classification", "binary") and scores.shape[1] == 1 and resolved.ndim == 2:
+            resolved = resolved.reshape(-1).round()  # (N, 1) labels of a binary classifier
         if resolved.ndim > 1:
             hint = " (for multi-hot labels, list the pairs with multilabel_targets)" if resolved.ndim == 2 else ""
             raise ValueError(
@@ -176,6 +203,7 @@ def resolve_targets(targets: Targets, scores: Tensor, kind: str = "classificatio
         resolved = resolved.long().reshape(-1)
         if resolved.numel() != batch:
             raise ValueError(f"targets has {resolved.numel()} entries for a batch of {batch} images.")
+    num_classes = 2 if is_binary(scores, kind) else num_classes
     if resolved.numel() and (resolved.min() < 0 or resolved.max() >= num_classes):
         raise ValueError(f"target class {resolved.tolist()} out of range: the model has {num_classes} classes.")
     return resolved
@@ -194,7 +222,33 @@ def class_scores(scores: Tensor, classes: Tensor) -> Tensor:
         >>> class_scores(torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([1, 0])).tolist()
         [2.0, 3.0]
     """
-    return scores.gather(1, classes[:, None].to(scores.device))[:, 0]
+    classes = classes.to(scores.device)
+    if scores.shape[1] == 1:  # a binary classifier: s for class 1, -s for class 0 (BinaryClassifierOutputTarget)
+        return torch.where(classes == 1, scores[:, 0], -scores[:, 0])
+    return scores.gather(1, classes[:, None])[:, 0]
+
+
+def is_binary(scores: Tensor, kind: str = "classification") -> bool:
+    """Whether ``scores`` are the one logit per image of a binary classifier: kind ``"binary"``, or (N, 1) scores of a
+    classifier."""
+    return kind == "binary" or (kind == "classification" and scores.ndim == 2 and scores.shape[1] == 1)
+
+
+def class_probabilities(logits: Tensor) -> Tensor:
+    """The probability of each class, (N, C): a softmax over C logits; for the one logit of a binary classifier,
+    ``[1 - sigmoid(s), sigmoid(s)]`` (N, 2).
+
+    Example::
+
+        >>> import torch
+        >>> class_probabilities(torch.tensor([[0.0], [2.0]])).tolist()[1]  # doctest: +ELLIPSIS
+        [0.119..., 0.880...]
+    """
+    logits = logits.float()
+    if logits.ndim == 2 and logits.shape[1] == 1:
+        positive = logits.sigmoid()
+        return torch.cat([1 - positive, positive], dim=1)
+    return logits.softmax(dim=-1)
 
 
 def segmentation_masks(scores: Tensor, classes: Tensor) -> Tensor:

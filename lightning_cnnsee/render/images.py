@@ -26,7 +26,7 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from lightning_cnnsee.explain.attributions import attribution_map
-from lightning_cnnsee.explain.targets import class_indices
+from lightning_cnnsee.explain.targets import class_indices, class_probabilities
 from lightning_cnnsee.vocabulary.choices import CAM_SCALES
 from lightning_cnnsee.vocabulary.tags import make_tag
 
@@ -376,7 +376,7 @@ def render_results(
     """
     display = denormalize(images, options.mean, options.std)
     rendered: dict[str, Tensor] = {}
-    if results.kind == "classification" and results.logits is not None:
+    if results.kind in ("classification", "binary") and results.logits is not None:
         labels = class_indices(labels, results.kind)
         rendered.update(_render_classification(results, display, labels, options, instance))
     elif results.pairs is not None and results.logits is not None:
@@ -407,7 +407,7 @@ def _render_classification(
 ) -> dict[str, Tensor]:
     """Grad-CAM and attributions: a column per image, the image, the map of the predicted class, of the true class."""
     names = options.class_names
-    probabilities = results.logits.float().softmax(dim=-1).cpu()  # type: ignore[union-attr]
+    probabilities = class_probabilities(results.logits).cpu()  # type: ignore[arg-type]  # sigmoid for one logit
     predicted = probabilities.argmax(dim=-1)
     image_captions, predicted_captions, true_captions = [], [], []
     for index in range(display.shape[0]):

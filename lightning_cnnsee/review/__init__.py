@@ -18,13 +18,25 @@ Example::
 from lightning_cnnsee.review.charts import Chart, Series, charts_of
 from lightning_cnnsee.review.export import ExportSummary, export_images, write_gif
 from lightning_cnnsee.review.logs import RunFolder, find_run_dirs, find_runs, load_runs
-from lightning_cnnsee.review.records import ChecksumError, iter_records
+from lightning_cnnsee.review.records import (
+    ChecksumError,
+    CutRecord,
+    DamagedFile,
+    EmptyFile,
+    NotAnEventFile,
+    iter_records,
+)
 from lightning_cnnsee.review.report import ReportSummary, render_report, write_report
 from lightning_cnnsee.review.runs import FileRegion, Frame, NothingToReview, Run
+from lightning_cnnsee.vocabulary.names import readable
 
 __all__ = [
     "Chart",
     "ChecksumError",
+    "CutRecord",
+    "DamagedFile",
+    "EmptyFile",
+    "NotAnEventFile",
     "ExportSummary",
     "FileRegion",
     "Frame",
@@ -39,6 +51,7 @@ __all__ = [
     "find_runs",
     "iter_records",
     "load_runs",
+    "readable",
     "render_report",
     "write_gif",
     "write_report",

@@ -14,7 +14,8 @@ What is read, and how it differs from TensorBoard's reader:
 - texts (the ``text`` plugin) and hyper-parameters (the ``hparams`` plugin's ``session_start_info``);
 - at one tag and step, the value read last wins (a resumed run logs its steps again); TensorBoard's purging of
   "orphaned" steps after a ``SessionLog.START`` is not done (PyTorch's ``SummaryWriter`` never writes one);
-- a record failing its checksum ends the file, as in TensorBoard, and is reported in :attr:`.Run.problems`.
+- a damaged file (empty, not an event file, a record failing its checksum, cut mid-record) is read up to the damage,
+  as in TensorBoard, and named in :attr:`.Run.problems` with what is wrong and where.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lightning_cnnsee.review.records import HEADER, ChecksumError, iter_records
+from lightning_cnnsee.review.records import HEADER, DamagedFile, iter_records
 from lightning_cnnsee.review.runs import FileRegion, Frame, RunLog, sniff_mime
 from lightning_cnnsee.vocabulary.tags import is_cnnsee_tag
 
@@ -60,7 +61,7 @@ class EventReader:
                     continue
                 if event.HasField("summary"):
                     self._summary(path, offset, data, int(event.step), event.summary)
-        except ChecksumError as error:
+        except DamagedFile as error:  # empty, not an event file, a failed checksum, cut mid-record
             self.log.problems.append(str(error))
         except OSError as error:
             self.log.problems.append(f"{path}: {error.strerror or error}")

@@ -171,7 +171,7 @@ def load_runs(logdir: str | os.PathLike[str], *, progress: bool | None = None) -
             f"step_N.png) or MLflow runs under {str(root)!r}; give the folder your logger wrote to (the save_dir of "
             "a TensorBoardLogger or CSVLogger, one version_N folder, or an MLflow store such as mlruns)."
         )
-    runs, other_tags = [], set()
+    runs, other_tags, unread = [], set(), []
     bar = progress_bar(found, progress, desc="reading runs", unit="run")
     for entry in bar:
         bar.set_postfix_str(relative_name(root, entry.path), refresh=False)
@@ -179,13 +179,33 @@ def load_runs(logdir: str | os.PathLike[str], *, progress: bool | None = None) -
         other_tags.update(others)
         if run.images or any(is_cnnsee_tag(tag) for tag in run.scalars):
             runs.append(run)
+        else:  # a run with nothing of CNNSee's: what kept it from being read is still said
+            unread.extend(run.problems)
     if not runs:
-        seen = f"; image tags found: {sorted(other_tags)[:10]}" if other_tags else "; no images at all"
         raise NothingToReview(
             f"no CNNSee images (image tags starting with {PREFIX + '/'!r}) in the {len(found)} run(s) under "
-            f"{str(root)!r}{seen}. Was CNNSee in the trainer's callbacks?"
+            f"{str(root)!r}; {what_was_found(other_tags, unread)}"
         )
+    runs[0].problems.extend(unread)  # named in the page and on stderr with the file they are about
     return runs
+
+
+def what_was_found(other_tags: set[str], problems: list[str]) -> str:
+    """What a log folder without CNNSee images held instead: the damaged files (each named), or other images.
+
+    Example::
+
+        >>> what_was_found({"train/inputs"}, [])
+        "found instead: image tags ['train/inputs']. Was CNNSee in the trainer's callbacks?"
+        >>> what_was_found(set(), ["runs/a/events.out.tfevents.1: is empty (0 bytes)"])
+        'found instead: 1 file(s) that cannot be read: runs/a/events.out.tfevents.1: is empty (0 bytes).'
+    """
+    if problems:
+        shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
+        return f"found instead: {len(problems)} file(s) that cannot be read: {shown}."
+    if other_tags:
+        return f"found instead: image tags {sorted(other_tags)[:10]}. Was CNNSee in the trainer's callbacks?"
+    return "found no images at all, only scalars or settings. Was CNNSee in the trainer's callbacks?"
 
 
 def read_run(root: Path, entry: RunFolder) -> tuple[Run, list[str]]:

@@ -4,10 +4,12 @@ Each record is ``uint64 length``, ``uint32 masked CRC-32C of those 8 bytes``, ``
 ``Event``), ``uint32 masked CRC-32C of the data``; all little-endian. TensorBoard's own reader, without TensorFlow,
 computes the CRC-32C in pure Python (about 9 MB/s); ``google-crc32c`` does it in C.
 
-A bad checksum stops the reading of that file, as TensorBoard's reader does (``DataLossError``: it keeps what it read
+A damaged file is read up to the damage, as TensorBoard's reader does (``DataLossError``: it keeps what it read
 before and ignores the rest of the file); unlike TensorBoard, which says so only in a debug log, :func:`iter_records`
-raises :class:`ChecksumError`, naming the file and the record's offset, so that the review can tell the user. A
-record cut short at the end of the file (a run still being written) ends the file quietly, as in TensorBoard.
+then raises a :class:`DamagedFile` naming the file, what is wrong and where, so that the review can tell the user:
+:class:`EmptyFile` (0 bytes), :class:`NotAnEventFile` (the first record's header fails its check),
+:class:`ChecksumError` (a later record fails its check), :class:`CutRecord` (the file ends in the middle of a
+record: still being written, or cut).
 
 Example::
 
@@ -34,7 +36,34 @@ FOOTER = struct.Struct("<I")  # masked CRC-32C of the data
 MASK_DELTA = 0xA282EAD8
 
 
-class ChecksumError(ValueError):
+class DamagedFile(ValueError):
+    """An event file that cannot be read to its end; the records before the damage have been read. ``path``: the
+    file; ``offset``: where the damage starts (bytes)."""
+
+    path: str
+    offset: int
+
+
+class EmptyFile(DamagedFile):
+    """An event file of 0 bytes (a writer that never wrote, or a copy that failed)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path, self.offset = os.fspath(path), 0
+        super().__init__(f"{self.path}: is empty (0 bytes): nothing in it to read")
+
+
+class CutRecord(DamagedFile):
+    """An event file ending in the middle of a record: ``have`` of the record's ``need`` bytes are there."""
+
+    def __init__(self, path: str | os.PathLike[str], offset: int, have: int, need: int, records: int) -> None:
+        self.path, self.offset, self.have, self.need = os.fspath(path), offset, have, need
+        super().__init__(
+            f"{self.path}: ends mid-record: still being written, or cut (the record at byte {offset} has {have} of "
+            f"its {need} bytes); the {records} record(s) before it are read"
+        )
+
+
+class ChecksumError(DamagedFile):
     """A record of an event file failed its CRC-32C check: the file is read no further.
 
     Attributes:
@@ -48,6 +77,16 @@ class ChecksumError(ValueError):
         super().__init__(
             f"{self.path}: the record at byte {offset} failed its CRC-32C check ({part}); the rest of this file is "
             "skipped, as TensorBoard does"
+        )
+
+
+class NotAnEventFile(ChecksumError):
+    """A file named as an event file whose first bytes are not a TFRecord header."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(path, 0, "length")
+        ValueError.__init__(
+            self, f"{self.path}: is not an event file (its first 12 bytes are not a record header); skipped"
         )
 
 
@@ -72,24 +111,30 @@ def write_record(handle: BinaryIO, data: bytes) -> None:
 def iter_records(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> Iterator[tuple[int, bytes]]:
     """Each record of the file at ``path`` as ``(offset of its data in the file, data)``, checksums verified.
 
-    The file is read sequentially; only the current record is held. Raises :class:`ChecksumError` at the first
-    record whose length or data fails its checksum (the records before it have been yielded); a record cut short at
-    the end of the file ends the iteration.
+    The file is read sequentially; only the current record is held. Once the records before the damage have been
+    yielded, raises a :class:`DamagedFile`: :class:`EmptyFile`, :class:`NotAnEventFile`, :class:`ChecksumError` or
+    :class:`CutRecord`.
     """
     with open(path, "rb", buffering=chunk_bytes) as handle:
-        offset = 0
+        offset, records = 0, 0
         while True:
             header = handle.read(HEADER.size)
-            if len(header) < HEADER.size:
+            if not header:
+                if offset == 0:
+                    raise EmptyFile(path)
                 return
+            if len(header) < HEADER.size:
+                raise CutRecord(path, offset, len(header), HEADER.size, records)
             length, length_crc = HEADER.unpack(header)
             if masked_crc32c(header[:8]) != length_crc:
-                raise ChecksumError(path, offset, "length")
+                raise NotAnEventFile(path) if offset == 0 else ChecksumError(path, offset, "length")
             data = handle.read(length)
             footer = handle.read(FOOTER.size)
             if len(data) < length or len(footer) < FOOTER.size:
-                return
+                need = HEADER.size + length + FOOTER.size
+                raise CutRecord(path, offset, HEADER.size + len(data) + len(footer), need, records)
             if masked_crc32c(data) != FOOTER.unpack(footer)[0]:
                 raise ChecksumError(path, offset, "data")
             yield offset + HEADER.size, data
+            records += 1
             offset += HEADER.size + length + FOOTER.size

@@ -43,6 +43,7 @@ from typing import Any
 from lightning_cnnsee.review.charts import Chart, chart_svg, charts_of
 from lightning_cnnsee.review.logs import load_runs, progress_bar
 from lightning_cnnsee.review.runs import Frame, Run, evenly_spaced, format_value
+from lightning_cnnsee.vocabulary.names import REPLACE, readable
 from lightning_cnnsee.vocabulary.tags import PREFIX, parse_tag, tag_order
 
 
@@ -88,9 +89,9 @@ def write_report(
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part")
-    page = ReportPage(runs, title=title or str(logdir), progress=progress)
+    page = ReportPage(runs, title=readable(title or os.fsdecode(logdir)), progress=progress)
     try:
-        with partial.open("w", encoding="utf-8") as handle:
+        with partial.open("w", encoding="utf-8", errors=REPLACE) as handle:  # a name not UTF-8: U+FFFD, no traceback
             for part in page.parts():
                 handle.write(part)
         os.replace(partial, path)
@@ -396,7 +397,7 @@ def _runs_table(runs: list[Run]) -> str:
         if problems
         else ""
     )
-    folders = "".join(f"<li><b>{esc(run.name)}</b>: {esc(str(run.path))}</li>" for run in runs)
+    folders = "".join(f"<li><b>{esc(run.name)}</b>: {esc(readable(run.path))}</li>" for run in runs)
     return (
         f'<section id="runs"><h2>Runs</h2>{problems}{toggle}'
         f'<div class="table-wrap"><table><thead><tr><th></th>{header}</tr></thead><tbody>{"".join(rows)}'

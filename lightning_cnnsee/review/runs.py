@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from lightning_cnnsee.vocabulary.names import readable
 from lightning_cnnsee.vocabulary.tags import tag_order
 
 
@@ -208,5 +209,5 @@ def relative_name(root: Path, folder: Path) -> str:
     try:
         relative = folder.relative_to(root).as_posix()
     except ValueError:  # the run's folder is above the log folder (the log folder was its cnnsee/ folder)
-        return folder.resolve().name or "run"
-    return (root.resolve().name or "run") if relative == "." else relative
+        return readable(folder.resolve().name or "run")
+    return readable((root.resolve().name or "run") if relative == "." else relative)

@@ -60,6 +60,9 @@ class Results:
     pattern_images: Tensor | None = None
     pattern_activations: Tensor | None = None
     patterns_seconds: float = 0.0
+    #: the parts of the run that failed (``"gradcam"``, ``"attributions/<method>"``, ``"faithfulness"``,
+    #: ``"activations"``, ``"filters/<layer>"``, ``"classes"``) and why: the other parts are kept.
+    failures: dict[str, str] = field(default_factory=dict)
 
 
 def explained_maps(results: Results) -> dict[str, Tensor]:

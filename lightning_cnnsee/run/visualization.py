@@ -31,14 +31,19 @@ from lightning_cnnsee.explain.activations import capture_activations
 from lightning_cnnsee.explain.ascent import AscentResult, filter_ascent
 from lightning_cnnsee.explain.attributions import attribute
 from lightning_cnnsee.explain.cam import cams_for_targets
+from lightning_cnnsee.explain.checkpointing import checkpointing_off
 from lightning_cnnsee.explain.hooks import eval_mode, gradients_enabled
 from lightning_cnnsee.explain.layers import device_and_dtype, select_output
 from lightning_cnnsee.explain.metrics import faithfulness, random_faithfulness
-from lightning_cnnsee.explain.targets import class_indices, model_kind, multilabel_targets
+from lightning_cnnsee.explain.targets import class_indices, class_probabilities, model_kind, multilabel_targets
+from lightning_cnnsee.run.failures import contained
 from lightning_cnnsee.run.options import Options
 from lightning_cnnsee.run.results import PatternJob, Results, explained_maps
 from lightning_cnnsee.run.selection import LayerChoice, choose_layers
 from lightning_cnnsee.run.shares import split_jobs, unsplit
+
+#: The kinds of model whose maps are one per image (the predicted and the true class), shared among ranks by image.
+PER_IMAGE_KINDS = ("classification", "binary")
 
 
 def pattern_jobs(choice: LayerChoice, options: Options) -> list[PatternJob]:
@@ -57,11 +62,14 @@ def pattern_jobs(choice: LayerChoice, options: Options) -> list[PatternJob]:
 
 @contextlib.contextmanager
 def isolated(module: nn.Module) -> Iterator[None]:
-    """Gradients on (also inside inference mode), and the global random state restored afterwards (the CPU's and,
-    on a GPU, the module's device's), so that a run never shifts training's random stream."""
+    """Gradients on (also inside inference mode), reentrant gradient checkpoints run as plain calls
+    (:func:`~lightning_cnnsee.explain.checkpointing.checkpointing_off`), and the global random state restored
+    afterwards (the CPU's and, on a GPU, the module's device's), so that a run never shifts training's random
+    stream."""
     device, _ = device_and_dtype(module)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), gradients_enabled():
-        yield
+        with checkpointing_off():
+            yield
 
 
 def model_images(images: Tensor, module: nn.Module, count: int | None = None) -> Tensor:
@@ -111,7 +119,7 @@ def visualize(
                 scores = select_output(module(inputs), options.output_key).detach().float()
             kind = options.model_kind if options.model_kind != "auto" else model_kind(scores, labels)
             labels = class_indices(labels, kind)
-            if kind == "classification":
+            if kind in PER_IMAGE_KINDS:
                 # a classifier's maps and their faithfulness are per image: each rank takes every world_size-th
                 # image (the masked forwards of Score-CAM, Ablation-CAM, occlusion and the metrics cost the most)
                 share = list(range(rank, inputs.shape[0], world_size))
@@ -122,17 +130,19 @@ def visualize(
                 index = torch.tensor(share, device=inputs.device)
                 my_labels = None if labels is None else labels[index]
                 _explain(module, inputs[index], scores[index], my_labels, options, choice, results)
-                if "faithfulness" in options.techniques and kind == "classification":
-                    _measure(module, inputs[index], options, results)
+                if "faithfulness" in options.techniques and kind in PER_IMAGE_KINDS:
+                    with contained(results, "faithfulness", options.strict):
+                        _measure(module, inputs[index], options, results)
         if include_maps and rank == 0 and "activations" in options.techniques and choice.activations:
-            results.activations = capture_activations(module, inputs, choice.activations)
+            with contained(results, "activations", options.strict):
+                results.activations = capture_activations(module, inputs, choice.activations)
         started = time.perf_counter()
         if include_patterns:
             results.pattern_jobs = pattern_jobs(choice, options)
             my_jobs = split_jobs(results.pattern_jobs, rank, world_size)
             per_rank = -(-len(results.pattern_jobs) // world_size)
             results.pattern_images, results.pattern_activations = ascend(
-                module, my_jobs, tuple(inputs.shape[1:]), options, pad_to=per_rank
+                module, my_jobs, tuple(inputs.shape[1:]), options, pad_to=per_rank, failures=results
             )
         results.patterns_seconds = time.perf_counter() - started
     if world_size == 1:
@@ -153,22 +163,24 @@ def _explain(
     results.logits = scores
     cams = "gradcam" in options.techniques and choice.gradcam
     common = dict(kind=results.kind, output_key=options.output_key)
-    if results.kind == "classification":
+    if results.kind in PER_IMAGE_KINDS:
         target_sets = [None] if labels is None else [None, labels]
         if cams:
-            cam_sets, _ = cams_for_targets(module, inputs, choice.gradcam, target_sets, options.cam_method, **common)
-            results.cams_predicted = cam_sets[0]
-            results.cams_true = cam_sets[1] if len(cam_sets) > 1 else {}
+            with contained(results, "gradcam", options.strict):
+                cam_sets, _ = cams_for_targets(
+                    module, inputs, choice.gradcam, target_sets, options.cam_method, **common
+                )
+                results.cams_predicted = cam_sets[0]
+                results.cams_true = cam_sets[1] if len(cam_sets) > 1 else {}
         if "attributions" in options.techniques:
             for method in options.attribution_methods:
-                settings = attribution_settings(method, inputs, choice)
-                for targets, found in zip(
-                    target_sets, (results.attributions_predicted, results.attributions_true), strict=True
-                ):
-                    torch.manual_seed(options.seed)  # SmoothGrad's noise: the same on every rank and at every run
-                    found[method] = attribute(
-                        module, inputs, method, targets, output_key=options.output_key, **settings
-                    )
+                with contained(results, f"attributions/{method}", options.strict):
+                    settings = attribution_settings(method, inputs, choice)
+                    made = [_attribution(module, inputs, method, targets, options, settings) for targets in target_sets]
+                    for found, maps in zip(
+                        (results.attributions_predicted, results.attributions_true), made, strict=False
+                    ):
+                        found[method] = maps
         return
     if results.kind == "multilabel":
         image_index, class_index = multilabel_targets(scores, labels)
@@ -176,9 +188,17 @@ def _explain(
         image_index, class_index = segmentation_targets(scores, options.max_classes_per_image)
     results.pairs = (image_index.cpu(), class_index.cpu())
     if cams and image_index.numel():
-        (results.pair_cams,), _ = cams_for_targets(
-            module, inputs[image_index], choice.gradcam, [class_index], options.cam_method, **common
-        )
+        with contained(results, "gradcam", options.strict):
+            (results.pair_cams,), _ = cams_for_targets(
+                module, inputs[image_index], choice.gradcam, [class_index], options.cam_method, **common
+            )
+
+
+def _attribution(
+    module: nn.Module, inputs: Tensor, method: str, targets: Tensor | None, options: Options, settings: dict
+) -> Tensor:
+    torch.manual_seed(options.seed)  # SmoothGrad's noise: the same on every rank and at every run
+    return attribute(module, inputs, method, targets, output_key=options.output_key, **settings)
 
 
 def segmentation_targets(scores: Tensor, per_image: int) -> tuple[Tensor, Tensor]:
@@ -212,7 +232,7 @@ def attribution_settings(method: str, inputs: Tensor, choice: LayerChoice) -> di
 def _measure(module: nn.Module, inputs: Tensor, options: Options, results: Results) -> None:
     """Faithfulness of the maps of ``inputs`` (the predicted class), and of random maps of the same sizes as the
     reference."""
-    predicted = results.logits.argmax(dim=1).to(inputs.device)  # type: ignore[union-attr]
+    predicted = class_probabilities(results.logits).argmax(dim=1).to(inputs.device)  # type: ignore[arg-type]
     settings = dict(steps=options.faithfulness_steps, output_key=options.output_key)
     references: dict[tuple[int, ...], dict[str, Tensor]] = {}
     for name, maps in explained_maps(results).items():
@@ -239,7 +259,7 @@ PER_IMAGE_DICTS = (
 def gather_measures(results: Results, gather: Callable[[object], list] = lambda value: [value]) -> Results:
     """Put every rank's share of the per-image results (the logits, the maps, their faithfulness) together, in image
     order; ``gather`` returns every rank's object in rank order (the default is the single-process identity)."""
-    if results.kind != "classification":
+    if results.kind not in PER_IMAGE_KINDS:
         return results
     fields = {name: getattr(results, name) for name in PER_IMAGE_DICTS}
     shares = [share for share in gather((results.measured_images, results.logits, fields)) if share[0]]
@@ -252,7 +272,9 @@ def gather_measures(results: Results, gather: Callable[[object], list] = lambda 
 
     results.logits = joined([logits for _, logits, _ in shares])
     for name in PER_IMAGE_DICTS:
-        first = shares[0][2][name]
+        first = {  # a part that failed on some rank is left out (the failure is named)
+            key: value for key, value in shares[0][2][name].items() if all(key in share[2][name] for share in shares)
+        }
         if name.startswith("faithfulness"):
             merged = {
                 key: {metric: joined([share[2][name][key][metric] for share in shares]) for metric in metrics}
@@ -273,31 +295,47 @@ def ascend(
     *,
     steps: int | None = None,
     pad_to: int = 0,
+    failures: Results | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Images (max(len(jobs), pad_to), num_diverse, C, H, W) and activations (..., num_diverse) of ``jobs``, on the
-    CPU: one batched ascent per layer, in order (rows past ``len(jobs)`` stay zero)."""
+    CPU: one batched ascent per layer, in order (rows past ``len(jobs)`` stay zero). With ``failures``, a layer whose
+    ascent fails is recorded there (``filters/<layer>`` or ``classes``; its rows stay zero) and the others go on."""
     diverse = options.num_diverse
     images = torch.zeros(max(len(jobs), pad_to), diverse, *shape)
     activations = torch.zeros(images.shape[:2])
     for layer in dict.fromkeys(job.layer for job in jobs):
         indices = [i for i, job in enumerate(jobs) if job.layer == layer]
-        found = filter_ascent(
-            module,
-            layer,
-            [jobs[i].channel for i in indices],
-            shape,
-            steps=options.ascent_steps if steps is None else steps,
-            lr=options.ascent_lr,
-            seed=options.seed,
-            mean=options.mean,
-            std=options.std,
-            parameterization=options.parameterization,
-            output_key=options.output_key,
-            num_diverse=diverse,
-        )
-        images[indices] = found.images.cpu().view(len(indices), diverse, *shape)
-        activations[indices] = found.activations.cpu().view(len(indices), diverse)
+        unit = "classes" if jobs[indices[0]].kind == "classes" else f"filters/{layer}"
+        guard = contextlib.nullcontext() if failures is None else contained(failures, unit, options.strict)
+        with guard:
+            found = _ascend_layer(module, layer, [jobs[i].channel for i in indices], shape, options, steps)
+            images[indices] = found.images.cpu().view(len(indices), diverse, *shape)
+            activations[indices] = found.activations.cpu().view(len(indices), diverse)
     return images, activations
+
+
+def _ascend_layer(
+    module: nn.Module,
+    layer: str | None,
+    channels: list[int],
+    shape: tuple[int, ...],
+    options: Options,
+    steps: int | None,
+) -> AscentResult:
+    return filter_ascent(
+        module,
+        layer,
+        channels,
+        shape,
+        steps=options.ascent_steps if steps is None else steps,
+        lr=options.ascent_lr,
+        seed=options.seed,
+        mean=options.mean,
+        std=options.std,
+        parameterization=options.parameterization,
+        output_key=options.output_key,
+        num_diverse=options.num_diverse,
+    )
 
 
 def gather_patterns(results: Results, gather: Callable[[Tensor], Tensor] = lambda t: t[None]) -> Results:
@@ -312,6 +350,8 @@ def gather_patterns(results: Results, gather: Callable[[Tensor], Tensor] = lambd
     images = unsplit(gather(results.pattern_images), len(jobs))
     activations = unsplit(gather(results.pattern_activations), len(jobs))
     for key in dict.fromkeys((job.kind, job.layer) for job in jobs):
+        if ("classes" if key[0] == "classes" else f"filters/{key[1]}") in results.failures:
+            continue  # its ascent failed on some rank: zeros, not patterns
         indices = [i for i, job in enumerate(jobs) if (job.kind, job.layer) == key]
         found = AscentResult(  # num_diverse images per channel, channel-major, as filter_ascent gives them
             layer=key[1],

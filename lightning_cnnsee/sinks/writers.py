@@ -46,6 +46,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from lightning_cnnsee.sinks.guard import WriteGuard
 from lightning_cnnsee.vocabulary.tags import PREFIX, path_parts
 
 
@@ -131,10 +132,16 @@ def step_file_name(global_step: int) -> str:
     return f"step_{int(global_step):08d}.png"
 
 
-def _contained_parts(tag: str) -> list[str]:
-    """:func:`~lightning_cnnsee.vocabulary.tags.path_parts`, with ``.`` and ``..`` made ``_``: a tag never leaves its
-    folder."""
-    return [part if part.strip(".") else "_" for part in path_parts(tag)]
+def write_file(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path``; an ``OSError`` that names no file (a full disk, at ``write`` or ``close``) is
+    raised again naming ``path``, so that the user is told where."""
+    try:
+        with open(path, "wb") as handle:
+            handle.write(data)
+    except OSError as error:
+        if error.filename is None and error.errno is not None:
+            raise type(error)(error.errno, error.strerror, path) from error
+        raise
 
 
 def masked_crc32c(data: bytes) -> int:
@@ -252,22 +259,26 @@ class PngWriter(Writer):
     def add_png(self, tag: str, png: Png, global_step: int) -> str:
         if self.strip_prefix and tag.startswith(self.strip_prefix):
             tag = tag[len(self.strip_prefix) :]
-        folder = os.path.join(self.root, *_contained_parts(tag))
+        folder = os.path.join(self.root, *path_parts(tag))
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, step_file_name(global_step))
-        with open(path, "wb") as handle:
-            handle.write(png.data)
+        write_file(path, png.data)
         return path
 
     def add_scalar(self, tag: str, scalar_value: float, global_step: int) -> None:
         os.makedirs(self.root, exist_ok=True)
         path = os.path.join(self.root, "scalars.csv")
         new = not os.path.exists(path)
-        with open(path, "a", newline="") as handle:
-            writer = csv.writer(handle)
-            if new:
-                writer.writerow(["tag", "step", "value"])
-            writer.writerow([tag, int(global_step), float(scalar_value)])
+        try:
+            with open(path, "a", newline="") as handle:
+                writer = csv.writer(handle)
+                if new:
+                    writer.writerow(["tag", "step", "value"])
+                writer.writerow([tag, int(global_step), float(scalar_value)])
+        except OSError as error:
+            if error.filename is None and error.errno is not None:  # a full disk names no file: name it
+                raise type(error)(error.errno, error.strerror, path) from error
+            raise
 
 
 class WandbImageWriter(Writer):
@@ -305,8 +316,7 @@ class WandbImageWriter(Writer):
             self._log_file(wandb, run, tag, png, global_step, os.path.join(folder, step_file_name(global_step)))
 
     def _log_file(self, wandb: Any, run: Any, tag: str, png: Png, global_step: int, path: str) -> None:
-        with open(path, "wb") as handle:
-            handle.write(png.data)
+        write_file(path, png.data)
         run.log({tag: wandb.Image(path), self.STEP_KEY: int(global_step)})
 
     def add_scalar(self, tag: str, scalar_value: float, global_step: int) -> None:
@@ -326,13 +336,12 @@ class MlflowImageWriter(Writer):
         client, run_id = self.logger.experiment, self.logger.run_id
         with tempfile.TemporaryDirectory(prefix="cnnsee-mlflow-") as folder:
             path = os.path.join(folder, step_file_name(global_step))
-            with open(path, "wb") as handle:
-                handle.write(png.data)
-            client.log_artifact(run_id, path, artifact_path="/".join(_contained_parts(tag)))
+            write_file(path, png.data)
+            client.log_artifact(run_id, path, artifact_path="/".join(path_parts(tag)))
 
     def add_scalar(self, tag: str, scalar_value: float, global_step: int) -> None:
         client, run_id = self.logger.experiment, self.logger.run_id
-        client.log_metric(run_id, "/".join(_contained_parts(tag)), float(scalar_value), step=int(global_step))
+        client.log_metric(run_id, "/".join(path_parts(tag)), float(scalar_value), step=int(global_step))
 
 
 #: The packages a Lightning logger can come from: ``lightning`` and the standalone ``pytorch_lightning``.
@@ -386,15 +395,19 @@ class LogSinks:
     """Every writer of one Trainer's loggers, behind one ``add_image`` and ``add_scalar``.
 
     An image is encoded to PNG once and handed to each writer. A writer that fails does not keep the image from the
-    others: each is tried, and the first error is raised afterwards. Build it with :meth:`for_loggers`.
+    others, nor ends training: each is tried through a :class:`~lightning_cnnsee.sinks.guard.WriteGuard`, which says
+    once per destination and kind of cause (a missing folder, a refused permission, a full disk) what failed and
+    where, tries again at later writes and says when writing works again. Build it with :meth:`for_loggers`.
 
     Args:
         destinations: the writers, each with the loggers it serves and where it puts the images (for
             :meth:`describe`); none for a rank that logs nothing.
+        guard: how failed writes are told (default: a ``UserWarning`` each); ``WriteGuard(strict=True)`` raises.
     """
 
-    def __init__(self, destinations: Sequence[Destination] = ()) -> None:
+    def __init__(self, destinations: Sequence[Destination] = (), guard: WriteGuard | None = None) -> None:
         self._destinations = list(destinations)
+        self.guard = guard or WriteGuard()
 
     @property
     def writers(self) -> list[Writer]:
@@ -459,14 +472,9 @@ class LogSinks:
         self._each("add_scalar", tag, scalar_value, global_step)
 
     def _each(self, method: str, *args: Any) -> None:
-        first_error: BaseException | None = None
         for destination in self._destinations:
-            try:
-                getattr(destination.writer, method)(*args)
-            except Exception as error:
-                first_error = first_error or error
-        if first_error is not None:
-            raise first_error
+            write = getattr(destination.writer, method)
+            self.guard.attempt(destination.where, lambda write=write: write(*args))
 
     @property
     def falls_back(self) -> bool:

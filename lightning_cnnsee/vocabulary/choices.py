@@ -18,4 +18,4 @@ PARAMETERIZATIONS = ("fft", "pixel")
 ALL_TECHNIQUES = ("gradcam", "attributions", "filters", "classes", "activations", "faithfulness", "drift")
 TECHNIQUES = ("gradcam", "filters", "classes", "activations", "faithfulness", "drift")
 #: What kind of model CNNSee explains (``"auto"``: found from the output and the labels).
-MODEL_KINDS = ("auto", "classification", "multilabel", "segmentation")
+MODEL_KINDS = ("auto", "classification", "multilabel", "segmentation", "binary")

@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -81,11 +82,42 @@ def tag_order(tags: Iterable[str]) -> list[str]:
     return [tag for _, tag in sorted(enumerate(tags), key=key)]
 
 
+#: The longest file or folder name :func:`safe_path_part` makes (file systems refuse names over 255 bytes).
+MAX_PART = 120
+
+
 def safe_path_part(text: str) -> str:
-    """A file-system-safe version of one tag or run-name component (layer names keep their dots)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text) or "_"
+    """One tag or run-name component as a file or folder name that stays inside its folder.
+
+    Every character but ASCII letters, digits, ``.``, ``_`` and ``-`` becomes ``_`` (a run of them, one ``_``): so
+    ``/``, ``\\``, newlines, NUL bytes and the undecodable bytes of a name that is not UTF-8 (``surrogateescape``)
+    are gone; a name of dots only (``.``, ``..``) or an empty one becomes ``_``; a name longer than
+    :data:`MAX_PART` is cut, with a checksum of the whole kept so that two long names stay apart. Layer names keep
+    their dots.
+
+    Example::
+
+        >>> [safe_path_part(text) for text in ("features.8", "..", "a\\nb\\x00c", "run\\udcff")]
+        ['features.8', '_', 'a_b_c', 'run_']
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+    if not safe.strip("."):
+        return "_"
+    if len(safe) > MAX_PART:
+        digest = zlib.crc32(text.encode("utf-8", "surrogatepass")) & 0xFFFFFFFF
+        safe = f"{safe[: MAX_PART - 9]}_{digest:08x}"
+    return safe
 
 
-def path_parts(tag: str) -> list[str]:
-    """A tag as safe folder names, one per ``/`` component."""
-    return [safe_path_part(part) for part in tag.split("/")]
+def path_parts(name: str) -> list[str]:
+    """A tag or run name as safe folder names, one per ``/`` (or ``\\``) component, never leaving the folder they
+    are joined to: the one rule of CNNSee's PNG and MLflow writers, ``cnnsee export`` and ``cnnsee report``.
+
+    Example::
+
+        >>> path_parts("cnnsee/gradcam/../../../etc/passwd")
+        ['cnnsee', 'gradcam', '_', '_', '_', 'etc', 'passwd']
+        >>> path_parts("/absolute/path")
+        ['_', 'absolute', 'path']
+    """
+    return [safe_path_part(part) for part in re.split(r"[/\\]", name)]
