@@ -4,7 +4,11 @@ are normalized where nothing can tell how."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -334,3 +338,20 @@ def test_one_value_for_every_channel_is_spread_to_the_channels():
     assert state.options_for(Options(std=[1.0] * 3)).mean is None  # either given: the given ones, as they are
     with pytest.raises(ValueError, match="2 mean values for images with 3 channels"):
         Normalization((0.5, 0.5), (0.25,)).for_channels(3)
+
+
+@pytest.mark.skipif(
+    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(), reason="needs gloo"
+)
+def test_under_ddp_every_rank_uses_rank_zeros_normalization(tmp_path):
+    """Rank 1's validation data is normalized otherwise: it still uses what rank 0 found (its images are rank 0's)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ddp_normalization_fit.py")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env.pop("LOCAL_RANK", None)
+    completed = subprocess.run(
+        [sys.executable, script, str(tmp_path)], capture_output=True, text=True, timeout=240, env=env
+    )
+    assert completed.returncode == 0, (completed.stdout + completed.stderr)[-4000:]
+    used = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert used[0] == used[1]
+    assert used[0]["mean"] == MEAN and used[0]["std"] == STD
