@@ -355,3 +355,35 @@ def test_under_ddp_every_rank_uses_rank_zeros_normalization(tmp_path):
     used = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert used[0] == used[1]
     assert used[0]["mean"] == MEAN and used[0]["std"] == STD
+
+
+class FakeDataModule(pl.LightningDataModule):
+    def train_dataloader(self):
+        return DataLoader(fake(v1.ToTensor()), batch_size=4)  # training data unnormalized: the images are validation's
+
+    def val_dataloader(self):
+        return DataLoader(Subset(fake(v2_pipeline()), list(range(8))), batch_size=4)
+
+
+@pytest.mark.parametrize("setting", ["no_sanity_check", "training_only", "datamodule"])
+def test_the_normalization_is_found_in_the_loader_the_images_come_from(tmp_path, setting):
+    pl.seed_everything(0)
+    callback = CNNSee(**{**FAST, "techniques": ["gradcam"]})
+    overrides = dict(max_epochs=1, limit_train_batches=2)
+    if setting == "no_sanity_check":
+        overrides["num_sanity_val_steps"] = 0
+    trainer = pl.Trainer(callbacks=[callback], **trainer_kwargs(tmp_path, **overrides))
+    loader = DataLoader(fake(v1_pipeline()), batch_size=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if setting == "datamodule":
+            trainer.fit(TinyClassifier(), datamodule=FakeDataModule())
+        else:
+            trainer.fit(TinyClassifier(), loader, None if setting == "training_only" else loader)
+    assert callback.options_in_use.mean == MEAN and callback.options_in_use.std == STD
+    role = "training" if setting == "training_only" else "validation"
+    assert callback.normalization.found.where.startswith(f"the {role} dataset's transform")
+    options = callback.options_in_use
+    shown = denormalize(callback.fixed.images, options.mean, options.std)
+    indices = range(FAST["num_samples"])
+    torch.testing.assert_close(shown, torch.stack([raw_image(i) for i in indices]), atol=1e-5, rtol=0)
