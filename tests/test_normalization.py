@@ -320,14 +320,28 @@ def test_given_options_win_and_the_difference_is_said(tmp_path, caplog):
 
 
 def test_the_checkpoint_keeps_what_was_found(tmp_path):
-    callback = CNNSee(**{**FAST, "techniques": ["gradcam"]})
-    key = callback.state_key
-    fit_images(tmp_path, sources()["subset"], callback)
-    assert callback.options_in_use.mean == MEAN and callback.state_key == key  # the key is the options given
-    resumed = CNNSee(**{**FAST, "techniques": ["gradcam"]})
-    resumed.load_state_dict(callback.state_dict())
-    assert resumed.normalization.settled and resumed.options_in_use.std == STD
+    """Resumed with validation data that no longer says how it is normalized: the checkpoint does, silently."""
+    options = {**FAST, "techniques": ["gradcam"]}
+    first = CNNSee(**options)
+    key = first.state_key
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
+    kwargs = trainer_kwargs(tmp_path, enable_checkpointing=True, max_epochs=1, limit_train_batches=2)
+    loader = DataLoader(sources()["subset"], batch_size=4)
+    pl.Trainer(callbacks=[first, checkpoint], **kwargs).fit(TinyClassifier(), loader, loader)
+    assert first.options_in_use.mean == MEAN and first.state_key == key  # the key is that of the options given
+
+    resumed = CNNSee(**options)
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
+    kwargs.update(max_epochs=2)
+    trainer = pl.Trainer(callbacks=[resumed, checkpoint], **kwargs)
+    other = DataLoader(normalized_tensors(), batch_size=4)  # pre-normalized: nothing to find in it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(TinyClassifier(), loader, other, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert trainer.current_epoch == 2
+    assert resumed.options_in_use.mean == MEAN and resumed.options_in_use.std == STD
     assert "Subset" in resumed.normalization.found.where
+    assert [str(w.message) for w in caught if "input normalization" in str(w.message)] == []
 
 
 def test_one_value_for_every_channel_is_spread_to_the_channels():
