@@ -177,6 +177,15 @@ def test_albumentations_max_pixel_value_is_the_pixel_that_counts_as_one():
     torch.testing.assert_close(image, raw_image(0), atol=1e-5, rtol=0)
 
 
+def test_a_wrapper_holding_the_transform_of_what_it_wraps_counts_it_once():
+    inner = fake(v1_pipeline())
+    mirror = Transformed(inner, lambda image: image)
+    mirror.transform = inner.transform  # exposed for convenience, applied by the inner dataset only
+    shared = v1_pipeline()
+    assert find_normalization(mirror).mean == tuple(MEAN)
+    assert find_normalization(ConcatDataset([fake(shared), fake(shared)])).mean == tuple(MEAN)
+
+
 def test_where_it_was_found_is_said():
     found = find_normalization([DataLoader(Subset(fake(v1_pipeline()), [0, 1]))], role="validation")
     assert found.describe() == (

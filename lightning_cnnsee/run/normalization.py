@@ -111,7 +111,7 @@ def find_normalization(data: Any, role: str = "validation") -> Normalization | N
         UnclearNormalization: the transforms normalize, but not with one mean and std.
     """
     loader = _first_loader(data)
-    found = _in_dataset(loader, (), frozenset(), 0)
+    found, _ = _in_dataset(loader, (), frozenset(), 0)
     if found is None:
         return None
     mean, std, path = found
@@ -171,16 +171,22 @@ def _first_loader(data: Any) -> Any:
     return data
 
 
-def _in_dataset(dataset: Any, path: tuple[str, ...], seen: frozenset[int], depth: int) -> _Found | None:
-    """The normalization of ``dataset``: that of what it wraps (or of its parts), then its own transform's."""
+def _in_dataset(
+    dataset: Any, path: tuple[str, ...], seen: frozenset[int], depth: int
+) -> tuple[_Found | None, frozenset[int]]:
+    """The normalization of ``dataset``: that of what it wraps (or of its parts), then its own transform's; and the
+    transforms applied (a wrapper that holds the very transform of what it wraps applies it once, not twice)."""
     if dataset is None or isinstance(dataset, (str, bytes, Tensor)) or id(dataset) in seen or depth > _MAX_DEPTH:
-        return None
+        return None, frozenset()
     seen = seen | {id(dataset)}
     name = type(dataset).__name__
     parts = getattr(dataset, "datasets", None)
     inner: _Found | None = None
+    applied: frozenset[int] = frozenset()
     if isinstance(parts, (list, tuple)) and parts:  # ConcatDataset, ChainDataset
-        found = [_in_dataset(part, (*path, f"{name}.datasets[{i}]"), seen, depth + 1) for i, part in enumerate(parts)]
+        results = [_in_dataset(part, (*path, f"{name}.datasets[{i}]"), seen, depth + 1) for i, part in enumerate(parts)]
+        found = [result[0] for result in results]
+        applied = frozenset().union(*(result[1] for result in results))
         inner = found[0]
         if any(not _same(inner, other) for other in found[1:]):
             said = "; ".join(
@@ -196,13 +202,14 @@ def _in_dataset(dataset: Any, path: tuple[str, ...], seen: frozenset[int], depth
         for attribute in ("dataset", "_dataset"):
             wrapped = getattr(dataset, attribute, None)
             if wrapped is not None and not isinstance(wrapped, (str, bytes, Tensor)):
-                inner = _in_dataset(wrapped, (*path, f"{name}.{attribute}"), seen, depth + 1)
+                inner, applied = _in_dataset(wrapped, (*path, f"{name}.{attribute}"), seen, depth + 1)
                 break
     own: _Found | None = None
     transform, attribute = _own_transform(dataset)
-    if transform is not None:
+    if transform is not None and id(transform) not in applied:
         own = _in_transform(transform, (*path, f"{name}.{attribute}"), depth + 1)
-    return _then(inner, own)
+        applied = applied | {id(transform)}
+    return _then(inner, own), applied
 
 
 def _own_transform(dataset: Any) -> tuple[Any, str]:
