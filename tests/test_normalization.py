@@ -249,14 +249,19 @@ FAST = dict(num_samples=4, ascent_steps=2, max_overhead=None, activation_channel
 
 
 def fit_images(tmp_path, dataset: Dataset, callback: CNNSee) -> dict[str, list[bytes]]:
-    """Every PNG the fit logged, by tag, in step order (read back from TensorBoard's event files)."""
+    """Every PNG the fit logged, by tag, in step order, and the faithfulness scalars (read back from TensorBoard's
+    event files)."""
     pl.seed_everything(0, workers=True)
     loader = DataLoader(dataset, batch_size=4)
     trainer = pl.Trainer(callbacks=[callback], **trainer_kwargs(tmp_path, max_epochs=1, limit_train_batches=2))
     trainer.fit(TinyClassifier(), loader, loader)
-    accumulator = EventAccumulator(trainer.logger.log_dir, size_guidance={"images": 0})
+    accumulator = EventAccumulator(trainer.logger.log_dir, size_guidance={"images": 0, "scalars": 0})
     accumulator.Reload()
-    return {tag: [e.encoded_image_string for e in accumulator.Images(tag)] for tag in accumulator.Tags()["images"]}
+    logged = {tag: [e.encoded_image_string for e in accumulator.Images(tag)] for tag in accumulator.Tags()["images"]}
+    for tag in accumulator.Tags()["scalars"]:
+        if tag.startswith("cnnsee/faithfulness/"):  # the numbers of the same pictures: equal too
+            logged[tag] = [(e.step, e.value) for e in accumulator.Scalars(tag)]
+    return logged
 
 
 @pytest.mark.parametrize("name", ["v1", "v2", "subset_v2"])
@@ -268,7 +273,7 @@ def test_a_fit_shows_the_same_pictures_found_as_given(tmp_path, name, caplog):
     assert len(said) == 1 and "mean [0.485, 0.456, 0.406], std [0.229, 0.224, 0.225] from the validation" in said[0]
     given = fit_images(tmp_path / "given", dataset, CNNSee(mean=MEAN, std=STD, **FAST))
     kinds = {tag.split("/")[1] for tag in given}
-    assert {"gradcam", "filters", "classes", "activations"} <= kinds
+    assert {"gradcam", "filters", "classes", "activations", "faithfulness"} <= kinds
     assert found == given
     # and not by chance: without a normalization the pictures are the normalized tensors clamped to [0, 1]
     unnormalized = fit_images(tmp_path / "zero", dataset, CNNSee(mean=[0.0] * 3, std=[1.0] * 3, **FAST))
