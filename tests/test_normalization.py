@@ -310,7 +310,14 @@ def test_pre_normalized_tensors_get_one_warning_with_their_range_and_the_fix(tmp
     assert len(said) == 1, said
     assert "lie well outside [0, 1] (per channel: [-2.1" in said[0]
     assert "no normalization was found in the validation dataset's transforms" in said[0]
-    assert "CNNSee(mean=[...], std=[...])" in said[0]
+    assert "CNNSee(mean=[...], std=[...])" in said[0] and "ImageNet's" in said[0]
+
+
+def test_pixels_of_0_to_255_are_told_how_to_be_shown(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (16, *SIZE), generator=generator).float()
+    said = normalization_warnings(tmp_path, TensorDataset(pixels, torch.randint(0, NUM_CLASSES, (16,))))
+    assert len(said) == 1 and "pixels of 0..255: mean=[0.0] * 3, std=[1 / 255] * 3" in said[0]
 
 
 def test_images_in_the_unit_range_get_no_warning(tmp_path):

@@ -108,11 +108,15 @@ class InputNormalization:
             if ranges is not None
             else ""
         )
+        channels = int(images.shape[1])
+        if ranges is not None and all(low >= 0 for low, _ in ranges) and max(high for _, high in ranges) > 2:
+            example = f"they look like pixels of 0..255: mean=[0.0] * {channels}, std=[1 / 255] * {channels}"
+        else:
+            example = f"ImageNet's: {IMAGENET}"
         rank_zero_warn(
             trainer,
             f"CNNSee could not take the input normalization from the data: {why}. {where}Set CNNSee(mean=[...], "
-            f"std=[...]) to the values your images were normalized with (ImageNet's: {IMAGENET}; for pixels of "
-            "0..255: mean=[0, 0, 0], std=[1 / 255] * 3).",
+            f"std=[...]) to the values your images were normalized with ({example}).",
         )
 
     def state_dict(self) -> dict[str, Any]:
