@@ -19,7 +19,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tiny import NUM_CLASSES, TinyClassifier, trainer_kwargs
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset, TensorDataset
 from torchvision import transforms as v1
-from torchvision.datasets import FakeData
+from torchvision.datasets import FakeData, VisionDataset
+from torchvision.datasets.vision import StandardTransform
 from torchvision.transforms import v2
 
 from lightning_cnnsee import CNNSee
@@ -107,6 +108,33 @@ class Transformed(Dataset):
         return self.transform(image), label
 
 
+class JointTransforms(VisionDataset):
+    """A VisionDataset given ``transforms=``, a joint (image, target) transform: no ``transform`` of its own."""
+
+    def __init__(self, transforms) -> None:
+        super().__init__(root=None, transforms=transforms)
+        self.images = fake()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return self.transforms(*self.images[index])
+
+
+class OnlyStandardTransform(Dataset):
+    """A dataset whose only transform is torchvision's StandardTransform (as VisionDataset keeps it)."""
+
+    def __init__(self, transform) -> None:
+        self.images, self.transforms = fake(), StandardTransform(transform)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return self.transforms(*self.images[index])
+
+
 def albumentations_dataset(**normalize):
     albumentations = pytest.importorskip("albumentations")
     pipeline = albumentations.Compose([albumentations.Normalize(**normalize)])
@@ -134,6 +162,8 @@ def sources() -> dict[str, Dataset]:
         "concat": ConcatDataset([fake(v1_pipeline()), fake(v2_pipeline())]),
         "wrapper": Transformed(fake(v1.ToTensor()), v1.Normalize(MEAN, STD)),
         "two_in_a_row": Transformed(fake(v1_pipeline(half, half)), v1.Normalize(second_mean, second_std)),
+        "joint_transforms": JointTransforms(v2_pipeline()),
+        "standard_transform": OnlyStandardTransform(v1_pipeline()),
         "stand_in": ArrayDataset(StandInCompose([StandInNormalize(MEAN, STD)]), albumentations=False),
     }
 
@@ -330,6 +360,18 @@ def test_images_in_the_unit_range_get_no_warning(tmp_path):
 def test_an_unclear_normalization_is_warned_about_with_the_reason(tmp_path):
     said = normalization_warnings(tmp_path, unclear_sources()["concat_disagreeing"])
     assert len(said) == 1 and "normalize differently" in said[0]
+
+
+def test_a_normalization_that_does_not_fit_the_images_is_warned_about():
+    """Found in the data, but the batches were normalized once more (say in on_after_batch_transfer)."""
+    images = torch.stack([fake(v1_pipeline())[i][0] for i in range(4)])
+    twice = (images - 0.5) / 0.25
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        InputNormalization().settle(object(), Options(), twice, fake(v1_pipeline()), "validation")
+        InputNormalization().settle(object(), Options(), images, fake(v1_pipeline()), "validation")
+    said = [str(w.message) for w in caught]
+    assert len(said) == 1 and "another normalization than this one" in said[0]
 
 
 def test_given_options_win_and_the_difference_is_said(tmp_path, caplog):
