@@ -145,12 +145,11 @@ def outside_unit_range(
         values = values * torch.as_tensor(list(std), dtype=torch.float32).reshape(1, -1, 1, 1)
     if mean is not None:
         values = values + torch.as_tensor(list(mean), dtype=torch.float32).reshape(1, -1, 1, 1)
-    values = values.transpose(0, 1).flatten(1)
     finite = values.isfinite()
     if not finite.any():
         return None
-    low = torch.where(finite, values, torch.inf).amin(dim=1)
-    high = torch.where(finite, values, -torch.inf).amax(dim=1)
+    low = torch.where(finite, values, torch.inf).amin(dim=(0, 2, 3))
+    high = torch.where(finite, values, -torch.inf).amax(dim=(0, 2, 3))
     ranges = [(float(lo), float(hi)) for lo, hi in zip(low.tolist(), high.tolist(), strict=True)]
     outside = sum(1 for lo, hi in ranges if lo < -MARGIN or hi > 1 + MARGIN)
     return ranges if 2 * outside > len(ranges) else None
