@@ -28,6 +28,7 @@ _WHERE = {
     "diversity": "lightning_cnnsee.explain.objectives",
     "faithfulness": "lightning_cnnsee.explain.metrics",
     "filter_ascent": "lightning_cnnsee.explain.ascent",
+    "find_normalization": "lightning_cnnsee.run.normalization",
     "grad_cam": "lightning_cnnsee.explain.cam",
     "model_kind": "lightning_cnnsee.explain.targets",
     "neuron": "lightning_cnnsee.explain.objectives",

@@ -32,6 +32,7 @@ from lightning_cnnsee.callback.distributed import (
     wait_for_all_ranks,
 )
 from lightning_cnnsee.callback.fixed_images import FixedImages
+from lightning_cnnsee.callback.input_normalization import InputNormalization
 from lightning_cnnsee.callback.schedule import Schedule
 from lightning_cnnsee.explain.drift import DriftTracker
 from lightning_cnnsee.explain.hooks import run_eagerly
@@ -111,7 +112,10 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
         ascent_lr: Adam learning rate of the ascent.
         parameterization: ``"fft"`` (decorrelated colour, Fourier basis) or ``"pixel"``.
         mean: per-channel mean of the input normalization, to show images (and optimize patterns) in [0, 1].
-        std: per-channel standard deviation of the input normalization.
+            Default: found in the transforms of the loader the images come from (torchvision's or albumentations'
+            ``Normalize``, said once; see :mod:`lightning_cnnsee.run.normalization`), else none (a warning when
+            the images lie well outside [0, 1]). Given, ``mean`` and ``std`` always win.
+        std: per-channel standard deviation of the input normalization (found with ``mean``).
         image_key: where the images are in a batch (an int for a tuple or list, a string for a dict).
         label_key: where the labels are in a batch.
         output_key: where the logits are when the model returns a tuple or dict.
@@ -195,6 +199,8 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
         self.sinks: ImageWriter = LogSinks()
         self.drift = DriftTracker()
         self._warned: set[str] = set()
+        self.normalization = InputNormalization()  # found in the data, unless mean= or std= was given
+        self._images_from = "validation"
 
     @property
     @override
@@ -242,6 +248,8 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
 
     def _collect(self, trainer: Any, batch: Any, source: str) -> None:
         try:
+            if not self.fixed.frozen:
+                self._images_from = source
             self.fixed.collect(batch)
         except ValueError as error:
             self._report(trainer, error, f"reading a {source} batch")
@@ -258,10 +266,26 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
 
     def _share(self, trainer: Any, pl_module: Any) -> None:
         self.fixed.share(trainer)
+        self._settle_normalization(trainer)
         if self.choice is None and self.fixed.images is not None:  # no example input could be run at setup
             example = model_images(self.fixed.images, pl_module, count=1)
             with run_eagerly():
                 self._adopt(trainer, probe(pl_module, example, self.options), int(example.shape[1]))
+
+    def _settle_normalization(self, trainer: Any) -> None:
+        """Once the images are shared: the normalization of the loader they came from (every rank, same point)."""
+        if self.normalization.settled or not self.fixed.shared or self.fixed.images is None:
+            return
+        validation = self._images_from == "validation" and trainer.val_dataloaders is not None
+        data = trainer.val_dataloaders if validation else trainer.train_dataloader
+        role = "validation" if validation else "training"
+        self.normalization.settle(trainer, self.options, self.fixed.images, data, role)
+
+    @property
+    def options_in_use(self) -> Options:
+        """The options a run uses: those given, with the normalization found in the data unless mean= or std=
+        was given."""
+        return self.normalization.options_for(self.options)
 
     # -------------------------------------------------------------- schedule
     @override
@@ -306,6 +330,7 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
     def _maybe_run(self, trainer: Any, pl_module: Any, reason: str) -> None:
         if self.fixed.images is None:
             return
+        self._settle_normalization(trainer)  # a fit resumed from a checkpoint without it
         step, schedule = trainer.global_step, self.schedule
         wanted = schedule.wanted(step, reason, self.options.patterns)
         if wanted is None:
@@ -343,7 +368,7 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
             try:
                 with run_eagerly():
                     estimate = estimate_pattern_seconds(
-                        pl_module, self.fixed.images, self.choice, self.options, *rank_and_world(trainer)
+                        pl_module, self.fixed.images, self.choice, self.options_in_use, *rank_and_world(trainer)
                     )
             except Exception:  # the run itself will meet (and report) the same error
                 estimate = 0.0
@@ -389,7 +414,7 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
                     pl_module,
                     self.fixed.images,
                     self.fixed.labels,
-                    self.options,
+                    self.options_in_use,
                     choice=self.choice,
                     include_maps=include_maps,
                     include_patterns=include_patterns,
@@ -413,7 +438,7 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
                 results = gather_measures(results, lambda value: gather_objects(trainer, value))
             if rank == 0:
                 images = render_results(
-                    results, self.fixed.images, self.fixed.labels, self.options, instance=self.instance
+                    results, self.fixed.images, self.fixed.labels, self.options_in_use, instance=self.instance
                 )
                 for tag, image in images.items():
                     self.sinks.add_image(tag, image, trainer.global_step)
@@ -473,7 +498,12 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
     # ------------------------------------------------------------ checkpoint
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {**self.fixed.state_dict(), **self.schedule.state_dict(), "drift": self.drift.state_dict()}
+        return {
+            **self.fixed.state_dict(),
+            **self.schedule.state_dict(),
+            "drift": self.drift.state_dict(),
+            **self.normalization.state_dict(),
+        }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -481,6 +511,7 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
         self.schedule.load_state_dict(state_dict)
         if "drift" in state_dict:
             self.drift.load_state_dict(state_dict["drift"])
+        self.normalization.load_state_dict(state_dict)
 
 
 def _validation_runs(trainer: Any, pl_module: Any) -> bool:
