@@ -1,0 +1,212 @@
+"""Replay: a run's checkpoints, replayed with CNNSee afterwards, give the pictures and numbers a live CNNSee logged at
+the same steps (PNG bytes and scalars equal); bad checkpoints are named and skipped; nothing is written elsewhere."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from tiny import TinyClassifier, make_loaders
+
+from lightning_cnnsee import CNNSee, replay
+
+# every technique, patterns every second run (the run count matters), small enough for a few seconds per fit
+OPTIONS = dict(
+    num_samples=4,
+    techniques=["gradcam", "attributions", "filters", "classes", "activations", "faithfulness", "drift"],
+    attribution_methods=["saliency", "integrated_gradients"],
+    filters_every_n_runs=2,
+    ascent_steps=3,
+    num_filters=2,
+    activation_channels=4,
+    faithfulness_steps=4,
+    max_overhead=None,
+)
+
+
+class SaveAtStart(pl.Callback):
+    """A checkpoint of the weights before the first optimizer step (global_step 0), as some runs keep."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_start(self, trainer, pl_module):
+        trainer.save_checkpoint(str(self.path))
+
+
+def train_live(root: Path, *, epochs: int = 3, save_start: bool = True) -> Path:
+    """A fit with a live CNNSee logging PNG folders (CSVLogger) and a checkpoint per epoch; returns the live run's
+    ``cnnsee`` folder. The checkpoints are in ``root/checkpoints``."""
+    pl.seed_everything(0, workers=True)
+    train, val = make_loaders()
+    callbacks = [
+        CNNSee(**OPTIONS),
+        pl.callbacks.ModelCheckpoint(dirpath=root / "checkpoints", save_top_k=-1, every_n_epochs=1),
+    ]
+    if save_start:
+        callbacks.append(SaveAtStart(root / "checkpoints" / "start.ckpt"))
+    trainer = pl.Trainer(
+        default_root_dir=str(root),
+        accelerator="cpu",
+        max_epochs=epochs,
+        logger=pl.loggers.CSVLogger(str(root), name="live"),
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+    )
+    trainer.fit(TinyClassifier(), train, val)
+    return Path(trainer.logger.log_dir) / "cnnsee"
+
+
+def pngs(folder: Path) -> dict[tuple[str, int], bytes]:
+    """``{(tag, step): PNG bytes}`` of a CNNSee PNG folder."""
+    found = {}
+    for path in folder.rglob("step_*.png"):
+        tag = path.parent.relative_to(folder).as_posix()
+        found[(tag, int(path.stem.removeprefix("step_")))] = path.read_bytes()
+    return found
+
+
+def scalars(folder: Path, kinds: tuple[str, ...] = ("faithfulness", "drift")) -> dict[tuple[str, int], float]:
+    with open(folder / "scalars.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {(row["tag"], int(row["step"])): float(row["value"]) for row in rows if row["tag"].split("/")[1] in kinds}
+
+
+def checkpoint_steps(folder: Path) -> list[int]:
+    return sorted(torch.load(path, weights_only=True)["global_step"] for path in folder.glob("*.ckpt"))
+
+
+def replay_into(root: Path, checkpoints, name: str = "replay", **kwargs):
+    _, val = make_loaders()
+    logger = pl.loggers.CSVLogger(str(root), name=name)
+    summary = replay(
+        checkpoints,
+        TinyClassifier(),
+        val_dataloaders=val,
+        callback=CNNSee(**OPTIONS),
+        logger=logger,
+        accelerator="cpu",
+        progress=False,
+        **kwargs,
+    )
+    return summary, Path(logger.log_dir) / "cnnsee"
+
+
+@pytest.mark.timeout(300)
+def test_replayed_checkpoints_give_the_live_runs_pictures_and_numbers_at_every_checkpoint_step(tmp_path):
+    live_folder = train_live(tmp_path)
+    steps = checkpoint_steps(tmp_path / "checkpoints")
+    assert steps == [0, 6, 12, 18]  # 48 images in batches of 8: 6 steps an epoch, plus the step-0 checkpoint
+    summary, replay_folder = replay_into(tmp_path, tmp_path / "checkpoints")
+    assert [step for _, step in summary.replayed] == steps and summary.skipped == []
+
+    live, replayed = pngs(live_folder), pngs(replay_folder)
+    # the live run shows exactly the checkpoints' steps (a baseline at 0, each epoch end, the final run)
+    assert sorted({step for _, step in live}) == steps
+    assert set(replayed) == set(live)
+    different = [key for key in live if live[key] != replayed[key]]
+    assert different == [], different
+    kinds = {tag.split("/")[0] for tag, _ in live}
+    assert kinds == {"gradcam", "attributions", "filters", "classes", "activations"}
+    # patterns every second run, and at the final one: 0 (baseline), 12, 18 (final), not 6
+    assert {step for tag, step in live if tag.startswith(("filters/", "classes"))} == {0, 12, 18}
+
+    # faithfulness and drift: the same operations on the same weights and images, so the same float32 values
+    live_numbers, replayed_numbers = scalars(live_folder), scalars(replay_folder)
+    assert any(tag.split("/")[1] == "drift" for tag, _ in live_numbers)
+    assert any(tag.split("/")[1] == "faithfulness" for tag, _ in live_numbers)
+    assert replayed_numbers == live_numbers
+
+
+@pytest.mark.timeout(300)
+def test_without_a_step_zero_checkpoint_drift_starts_at_the_first_checkpoint_replayed_and_says_so(tmp_path, caplog):
+    live_folder = train_live(tmp_path, save_start=False)
+    with caplog.at_level("INFO"):
+        summary, replay_folder = replay_into(tmp_path, tmp_path / "checkpoints")
+    assert [step for _, step in summary.replayed] == [6, 12, 18]
+    assert "compares with the maps of the first checkpoint replayed, at step 6" in caplog.text
+    live = {key: value for key, value in pngs(live_folder).items() if key[1] > 0}  # no checkpoint of the baseline
+    replayed = pngs(replay_folder)
+    assert set(replayed) == set(live) and all(live[key] == replayed[key] for key in live)
+    live_numbers, replayed_numbers = scalars(live_folder), scalars(replay_folder)
+    faithfulness = {key: value for key, value in live_numbers.items() if "/faithfulness/" in f"/{key[0]}"}
+    assert {key: replayed_numbers[key] for key in faithfulness if key[1] > 0} == {
+        key: value for key, value in faithfulness.items() if key[1] > 0
+    }
+    drift = {key: value for key, value in replayed_numbers.items() if key[0].split("/")[1] == "drift"}
+    assert drift and min(step for _, step in drift) == 12  # the first replayed checkpoint is drift's start
+    # from the third checkpoint on, vs_previous compares the same two steps as the live run
+    previous = {key: value for key, value in drift.items() if key[0].endswith("vs_previous") and key[1] == 18}
+    assert previous and all(live_numbers[key] == value for key, value in previous.items())
+    # vs_start compares with step 6 here, with step 0 in the live run: another number
+    starts = [key for key in drift if key[0].endswith("vs_start")]
+    assert any(live_numbers[key] != drift[key] for key in starts)
+
+
+def fast_callback() -> CNNSee:
+    return CNNSee(num_samples=2, techniques=["gradcam"], max_overhead=None)
+
+
+@pytest.mark.timeout(300)
+def test_a_damaged_and_a_mismatched_checkpoint_are_named_and_skipped_and_the_rest_replayed(tmp_path, monkeypatch):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    model = TinyClassifier()
+    for step in (3, 1):  # written out of order: replayed by step
+        checkpoint = {"state_dict": {k: v + step for k, v in model.state_dict().items()}, "global_step": step}
+        torch.save(checkpoint, folder / f"step={step}.ckpt")
+    (folder / "damaged.ckpt").write_bytes(b"not a checkpoint")
+    other = TinyClassifier(in_channels=1)
+    torch.save({"state_dict": other.state_dict(), "global_step": 2}, folder / "other-model.ckpt")
+    torch.save(model.state_dict(), folder / "bare-state-dict.ckpt")
+    torch.save({"state_dict": model.state_dict(), "global_step": 1}, folder / "z-again-step-1.ckpt")
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    replayed_model = TinyClassifier().eval()
+    _, val = make_loaders()
+    with pytest.warns(UserWarning) as warned:
+        summary = replay(folder, replayed_model, val_dataloaders=val, callback=fast_callback(), progress=False)
+    assert [(Path(path).name, step) for path, step in summary.replayed] == [("step=1.ckpt", 1), ("step=3.ckpt", 3)]
+    reasons = {Path(path).name: reason for path, reason in summary.skipped}
+    assert set(reasons) == {"damaged.ckpt", "other-model.ckpt", "bare-state-dict.ckpt", "z-again-step-1.ckpt"}
+    assert reasons["damaged.ckpt"].startswith("does not load: UnpicklingError")
+    assert "does not fit TinyClassifier: other shapes features.0.weight (8, 1, 3, 3)" in reasons["other-model.ckpt"]
+    assert "(the model's: (8, 3, 3, 3))" in reasons["other-model.ckpt"]
+    assert (
+        "no global_step" in reasons["bare-state-dict.ckpt"]
+        or "not a Lightning checkpoint" in reasons["bare-state-dict.ckpt"]
+    )
+    assert "at global_step 1, as" in reasons["z-again-step-1.ckpt"] and "/step=1.ckpt" in reasons["z-again-step-1.ckpt"]
+    messages = "\n".join(str(warning.message) for warning in warned)
+    for name, reason in reasons.items():
+        assert f"{name}: it {reason}" in messages
+
+    # nothing but the default logger's folder in the working directory; the model as found, with the last weights
+    assert sorted(os.listdir(work)) == ["replay"]
+    assert sorted(p.parent.name for p in (work / "replay").rglob("step_*.png")) == []  # TensorBoard: event files
+    assert any(p.name.startswith("events.out.tfevents") for p in (work / "replay").rglob("*"))
+    assert not any(module.training for module in replayed_model.modules())
+    expected = {k: v + 3 for k, v in model.state_dict().items()}
+    assert all(torch.equal(replayed_model.state_dict()[k], expected[k]) for k in expected)
+
+
+def test_bad_arguments_fail_at_once_naming_the_value(tmp_path):
+    _, val = make_loaders()
+    with pytest.raises(FileNotFoundError, match="no .ckpt file in"):
+        replay(tmp_path, TinyClassifier(), val_dataloaders=val)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        replay(tmp_path / "missing.ckpt", TinyClassifier(), val_dataloaders=val)
+    with pytest.raises(ValueError, match="exactly one of val_dataloaders="):
+        replay(tmp_path, TinyClassifier())
+    with pytest.raises(TypeError, match=r"replay\(model=Linear\): must be a LightningModule"):
+        replay(tmp_path, torch.nn.Linear(2, 2), val_dataloaders=val)
+    with pytest.raises(TypeError, match=r"replay\(callback=dict\): must be a CNNSee"):
+        replay(tmp_path, TinyClassifier(), val_dataloaders=val, callback={})
