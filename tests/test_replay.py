@@ -4,6 +4,7 @@ the same steps (PNG bytes and scalars equal); bad checkpoints are named and skip
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -210,3 +211,106 @@ def test_bad_arguments_fail_at_once_naming_the_value(tmp_path):
         replay(tmp_path, torch.nn.Linear(2, 2), val_dataloaders=val)
     with pytest.raises(TypeError, match=r"replay\(callback=dict\): must be a CNNSee"):
         replay(tmp_path, TinyClassifier(), val_dataloaders=val, callback={})
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tensorboard_images(folder: Path) -> dict[tuple[str, int], bytes]:
+    """``{(tag, step): PNG bytes}`` of the images in the event files of ``folder``, read with TensorBoard's reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(folder), size_guidance={"images": 0})
+    accumulator.Reload()
+    return {
+        (tag, event.step): event.encoded_image_string
+        for tag in accumulator.Tags()["images"]
+        for event in accumulator.Images(tag)
+    }
+
+
+@pytest.mark.timeout(300)
+def test_the_cli_replays_the_shapes_examples_run_from_its_config_yaml(tmp_path, monkeypatch, capsys):
+    import runpy
+    import sys
+
+    from lightning_cnnsee.cli import main
+
+    checkpoints = tmp_path / "checkpoints"
+    model_checkpoint = json.dumps(
+        {
+            "class_path": "ModelCheckpoint",
+            "init_args": {"dirpath": str(checkpoints), "save_top_k": -1, "every_n_epochs": 1},
+        }
+    )
+    arguments = [
+        "fit",
+        "--config",
+        str(ROOT / "configs" / "shapes.yaml"),
+        "--trainer.max_epochs=2",
+        "--trainer.limit_val_batches=2",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.callbacks.ascent_steps=2",  # CNNSee is the config's last callback: these set its init_args
+        "--trainer.callbacks.num_samples=4",
+        "--trainer.callbacks.num_filters=2",
+        "--trainer.callbacks.max_classes=3",
+        "--data.num_train=32",
+        "--data.num_val=32",
+        "--data.batch_size=16",
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        "--trainer.enable_checkpointing=true",
+        f"--trainer.callbacks+={model_checkpoint}",
+    ]
+    monkeypatch.setattr(sys, "argv", ["examples/shapes.py", *arguments])
+    runpy.run_path(str(ROOT / "examples" / "shapes.py"), run_name="__main__")
+    live = tmp_path / "shapes" / "version_0"
+    assert sorted(path.name for path in checkpoints.iterdir()) == ["epoch=0-step=2.ckpt", "epoch=1-step=4.ckpt"]
+    capsys.readouterr()
+
+    monkeypatch.chdir(tmp_path)
+    status = main(
+        [
+            "replay",
+            str(checkpoints),
+            "--config",
+            str(live / "config.yaml"),
+            "--model",  # the example's LightningCLI was given its classes in the script: the config has no class_path
+            "lightning_cnnsee.demo.train.ShapesClassifier",
+            "--data",
+            "lightning_cnnsee.demo.train.ShapesDataModule",
+            "--logdir",
+            "replayed",
+            "--no-progress",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "Replayed 2 checkpoint(s), steps 2 to 4, into replayed/replay/version_0" in out
+    assert "tensorboard --logdir replayed/replay/version_0" in out and "cnnsee report replayed/replay/version_0" in out
+    live_images = {key: png for key, png in tensorboard_images(live).items() if key[1] in (2, 4)}
+    replayed_images = tensorboard_images(tmp_path / "replayed" / "replay" / "version_0")
+    assert {tag.split("/")[1] for tag, _ in live_images} == {"gradcam", "filters", "classes", "activations"}
+    assert set(replayed_images) == set(live_images)
+    assert all(replayed_images[key] == live_images[key] for key in live_images)
+
+
+def test_the_cli_names_a_missing_model_class_and_a_bad_option(tmp_path, capsys):
+    from lightning_cnnsee.cli import main
+
+    (tmp_path / "a.ckpt").write_bytes(b"")
+    config = tmp_path / "config.yaml"
+    config.write_text("model: {width: 4}\ndata: {num_val: 8}\n")
+    assert main(["replay", str(tmp_path), "--config", str(config)]) == 2
+    assert "no model class in" in capsys.readouterr().err
+    data = "lightning_cnnsee.demo.train.ShapesDataModule"
+    model = "lightning_cnnsee.demo.train.ShapesClassifier"
+    arguments = ["replay", str(tmp_path), "--model", model, "--data", data]
+    assert main([*arguments, "--cnnsee", "{cam_method: gradcam3}"]) == 2
+    error = capsys.readouterr().err
+    assert "cam_method" in error and "gradcam3" in error
+    assert main([*arguments, "--model.width=four"]) == 2
+    assert "width" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["report", str(tmp_path), "--model.width=4"])  # only replay takes --model.KEY=VALUE
