@@ -48,7 +48,7 @@ class RunParts:
     num_sanity_val_steps: int = 2
 
     def logger(self, kind: str, save_dir: str, name: str) -> Any:
-        """A ``"tensorboard"`` or ``"csv"`` logger of the model's Lightning namespace, in ``save_dir/name/version_N``."""
+        """A ``"tensorboard"`` or ``"csv"`` logger of the model's Lightning namespace: ``save_dir/name/version_N``."""
         loggers = namespace_of(self.model).loggers
         choices = {"tensorboard": loggers.TensorBoardLogger, "csv": loggers.CSVLogger}
         if kind not in choices:
