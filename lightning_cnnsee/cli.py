@@ -29,6 +29,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -85,19 +86,66 @@ def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="S",
         help="seed of the data, the weights and the data order (default: %(default)s)",
     )
+    parser.add_argument(
+        "--checkpoints",
+        action="store_true",
+        help="save a checkpoint at every epoch end in DIR/demo/version_N/checkpoints (for cnnsee replay)",
+    )
+    parser.add_argument(
+        "--no-cnnsee",
+        dest="cnnsee",
+        action="store_false",
+        help="train without CNNSee (with --checkpoints: a run to see afterwards with cnnsee replay)",
+    )
     parser.set_defaults(handler=run_demo_command)
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
     from lightning_cnnsee import demo
 
-    trainer = demo.run_demo(args.logdir, max_epochs=args.epochs, seed=args.seed)
+    extra = {"checkpoints": True} if getattr(args, "checkpoints", False) else {}
+    if not getattr(args, "cnnsee", True):
+        extra["with_cnnsee"] = False
+    trainer = demo.run_demo(args.logdir, max_epochs=args.epochs, seed=args.seed, **extra)
     accuracy = trainer.callback_metrics.get("val/acc")
     if accuracy is not None:
         print(f"Validation accuracy after {args.epochs} epochs: {float(accuracy):.1%}")
+    if extra.get("checkpoints"):
+        folder = os.path.join(trainer.logger.log_dir, "checkpoints")
+        print("Replay CNNSee on its checkpoints (see the README, 'Replay a run trained without CNNSee'):")
+        print(f"    {demo_replay_command(folder, args.logdir)}")
     print("See what the CNN saw (then open http://localhost:6006):")
     print(f"    tensorboard --logdir {shlex.quote(args.logdir)}")
     return 0
+
+
+#: CNNSee's options in the demo (``run_demo``'s default callback), as ``cnnsee replay --cnnsee`` takes them.
+DEMO_CNNSEE = (
+    "{mean: [0.5, 0.5, 0.5], std: [0.263, 0.263, 0.263], "
+    "class_names: [circle, square, triangle, cross, ring, star], max_overhead: null}"
+)
+
+
+def demo_replay_command(checkpoints: str, logdir: str) -> str:
+    """The ``cnnsee replay`` command for the demo's checkpoints in ``checkpoints``, logging to ``logdir/demo-replay``
+    (torch-free: the demo's options are spelled out, checked against the demo's own by a test)."""
+    return shlex.join(
+        [
+            "cnnsee",
+            "replay",
+            checkpoints,
+            "--model",
+            "lightning_cnnsee.demo.train.ShapesClassifier",
+            "--data",
+            "lightning_cnnsee.demo.train.ShapesDataModule",
+            "--cnnsee",
+            DEMO_CNNSEE,
+            "--logdir",
+            logdir,
+            "--name",
+            "demo-replay",
+        ]
+    )
 
 
 def _add_review_arguments(parser: argparse.ArgumentParser) -> None:

@@ -314,3 +314,58 @@ def test_the_cli_names_a_missing_model_class_and_a_bad_option(tmp_path, capsys):
     assert "width" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["report", str(tmp_path), "--model.width=4"])  # only replay takes --model.KEY=VALUE
+
+
+def test_the_demo_command_saves_checkpoints_without_cnnsee_and_prints_the_replay_command(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from lightning_cnnsee import cli, demo
+
+    calls = []
+
+    def fake_run_demo(logdir, **kwargs):
+        calls.append((logdir, kwargs))
+        return SimpleNamespace(callback_metrics={}, logger=SimpleNamespace(log_dir=f"{logdir}/demo/version_3"))
+
+    monkeypatch.setattr(demo, "run_demo", fake_run_demo)
+    assert cli.main(["demo", "--logdir", "my runs", "--epochs", "2", "--checkpoints", "--no-cnnsee"]) == 0
+    assert calls == [("my runs", dict(max_epochs=2, seed=0, checkpoints=True, with_cnnsee=False))]
+    out = capsys.readouterr().out
+    assert (
+        "cnnsee replay 'my runs/demo/version_3/checkpoints' --model lightning_cnnsee.demo.train.ShapesClassifier" in out
+    )
+
+
+def test_the_replay_command_spells_the_demos_cnnsee_options():
+    import yaml
+
+    from lightning_cnnsee.cli import DEMO_CNNSEE
+    from lightning_cnnsee.demo.data import CLASS_NAMES, MEAN, STD
+
+    assert yaml.safe_load(DEMO_CNNSEE) == dict(mean=MEAN, std=STD, class_names=CLASS_NAMES, max_overhead=None)
+
+
+@pytest.mark.timeout(300)
+def test_the_demos_checkpoints_replay_with_the_command_it_prints(tmp_path, monkeypatch, capsys):
+    import shlex
+
+    from lightning_cnnsee.cli import demo_replay_command, main
+    from lightning_cnnsee.demo.train import run_demo
+
+    monkeypatch.chdir(tmp_path)
+    trainer = run_demo(
+        "runs", max_epochs=2, num_train=64, num_val=32, batch_size=32, checkpoints=True, with_cnnsee=False
+    )
+    assert not any(isinstance(callback, CNNSee) for callback in trainer.callbacks)
+    folder = Path(trainer.logger.log_dir) / "checkpoints"
+    assert sorted(path.name for path in folder.iterdir()) == ["epoch=0-step=2.ckpt", "epoch=1-step=4.ckpt"]
+    assert not (Path(trainer.logger.log_dir) / "cnnsee").exists() and not tensorboard_images(trainer.logger.log_dir)
+    command = shlex.split(demo_replay_command(str(folder), "runs"))[1:]
+    fast = ["--cnnsee", "{num_samples: 2, techniques: [gradcam, drift], max_overhead: null}", "--no-progress"]
+    small = ["--data.num_train=64", "--data.num_val=32"]
+    capsys.readouterr()
+    assert main([*command, *small, *fast]) == 0
+    assert "into runs/demo-replay/version_0" in capsys.readouterr().out
+    images = tensorboard_images(tmp_path / "runs" / "demo-replay" / "version_0")
+    assert sorted(images) == [("cnnsee/gradcam/features", 2), ("cnnsee/gradcam/features", 4)]
+    assert sorted(os.listdir(tmp_path)) == ["runs"] and sorted(os.listdir(tmp_path / "runs")) == ["demo", "demo-replay"]
