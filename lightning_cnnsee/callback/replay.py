@@ -186,6 +186,18 @@ def _kept_as_found(model: nn.Module) -> Iterator[None]:
             model.to(device)
 
 
+@contextlib.contextmanager
+def _finalized(loggers: Sequence[Any]) -> Iterator[None]:
+    """The loggers finalized after the block (their files flushed and closed), ``"failed"`` when it raised."""
+    status = "failed"
+    try:
+        yield
+        status = "success"
+    finally:
+        for logger in loggers:
+            logger.finalize(status)
+
+
 def _progress(items: list[Any], enabled: bool | None) -> Any:
     enabled = sys.stderr.isatty() if enabled is None else enabled
     if not enabled:
@@ -207,8 +219,10 @@ def _check_arguments(model: Any, val_dataloaders: Any, datamodule: Any, callback
         )
     if not isinstance(callback, CNNSee):
         raise TypeError(f"replay(callback={type(callback).__name__}): must be a CNNSee (with the options to replay).")
-    if not isinstance(num_sanity_val_steps, int) or isinstance(num_sanity_val_steps, bool) or num_sanity_val_steps < 0:
-        raise ValueError(f"replay(num_sanity_val_steps={num_sanity_val_steps!r}): must be a whole number >= 0.")
+    if not isinstance(num_sanity_val_steps, int) or isinstance(num_sanity_val_steps, bool) or num_sanity_val_steps < -1:
+        raise ValueError(
+            f"replay(num_sanity_val_steps={num_sanity_val_steps!r}): must be a whole number >= 0, or -1 (every batch)."
+        )
 
 
 def order_checkpoints(
@@ -269,7 +283,8 @@ def replay(
             ``<default_root_dir>/replay``. Nothing is written elsewhere.
         accelerator: Lightning's accelerator for the runs (one device).
         num_sanity_val_steps: the live run's ``Trainer(num_sanity_val_steps=)``: the fixed images come from the
-            first this many validation batches, as the live sanity check's did (0: as many as ``num_samples`` takes).
+            first this many validation batches, as the live sanity check's did (0: as many as ``num_samples`` takes;
+            -1: every batch).
         weights_only: ``torch.load``'s safety switch; ``False`` only for checkpoints you trust that hold objects.
         default_root_dir: the folder of the default logger (default: the working directory).
         progress: a progress bar over the checkpoints on stderr (default: when stderr is a terminal).
@@ -298,7 +313,7 @@ def replay(
         rank_zero_warn(trainer, f"cnnsee replay skipped {path}: it {reason}.")
     if not ordered:
         return summary
-    with _kept_as_found(model):
+    with _kept_as_found(model), _finalized(trainer.loggers):
         device = trainer.strategy.root_device
         model.to(device)
         callback.setup(trainer, model, "fit")
@@ -332,8 +347,6 @@ def replay(
                 summary.skipped.append((path, "its run failed (see CNNSee's warning)"))
             else:
                 summary.replayed.append((path, step))
-        for each in trainer.loggers:
-            each.finalize("success")
     return summary
 
 
@@ -347,7 +360,9 @@ def _take_validation_images(
     settings: dict[str, Any],
 ) -> None:
     """A validation pass (no logger) over the batches a live sanity check shows, through CNNSee's own hooks."""
-    limit = num_sanity_val_steps or callback.options.num_samples
+    limit: int | float = num_sanity_val_steps or callback.options.num_samples
+    if num_sanity_val_steps == -1:  # Lightning's "the whole validation set"
+        limit = 1.0
     reader = namespace.Trainer(
         logger=False, callbacks=[_validation_images(namespace, callback)], limit_val_batches=limit, **settings
     )

@@ -223,9 +223,9 @@ def run_parts(
         raise ValueError(f"replay: {error}") from error
     trainer = values.get("trainer") or {}
     sanity = trainer.get("num_sanity_val_steps", 2)
-    sanity = sanity if isinstance(sanity, int) and sanity >= 0 else 2
+    sanity = sanity if isinstance(sanity, int) and sanity >= -1 else 2
     limit = trainer.get("limit_val_batches")
-    if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
-        sanity = min(sanity, limit)
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:  # the sanity check takes the fewer
+        sanity = limit if sanity == -1 else min(sanity, limit)
     accelerator = trainer.get("accelerator") if isinstance(trainer.get("accelerator"), str) else "auto"
     return RunParts(built.model, built.data, built.cnnsee, accelerator, sanity)
