@@ -199,6 +199,26 @@ def test_a_damaged_and_a_mismatched_checkpoint_are_named_and_skipped_and_the_res
     assert all(torch.equal(replayed_model.state_dict()[k], expected[k]) for k in expected)
 
 
+@pytest.mark.timeout(300)
+def test_replay_logs_to_mlflow_as_artifacts_at_each_checkpoints_step(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 refuses a file store otherwise
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    model = TinyClassifier()
+    for step in (4, 2):
+        state = {key: value * (1 + step / 10) for key, value in model.state_dict().items()}
+        torch.save({"state_dict": state, "global_step": step}, folder / f"step={step}.ckpt")
+    logger = pl.loggers.MLFlowLogger(experiment_name="replay", tracking_uri=f"file:{tmp_path / 'mlruns'}")
+    _, val = make_loaders()
+    summary = replay(folder, TinyClassifier(), val_dataloaders=val, callback=fast_callback(), logger=logger)
+    assert [step for _, step in summary.replayed] == [2, 4]
+    artifacts = tmp_path / "mlruns" / logger.experiment_id / logger.run_id / "artifacts"
+    found = sorted(path.relative_to(artifacts).as_posix() for path in artifacts.rglob("*.png"))
+    assert found == ["cnnsee/gradcam/features/step_00000002.png", "cnnsee/gradcam/features/step_00000004.png"]
+    assert sorted(os.listdir(tmp_path)) == ["checkpoints", "mlruns"]
+
+
 def test_bad_arguments_fail_at_once_naming_the_value(tmp_path):
     _, val = make_loaders()
     with pytest.raises(FileNotFoundError, match="no .ckpt file in"):
