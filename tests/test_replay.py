@@ -231,6 +231,10 @@ def test_bad_arguments_fail_at_once_naming_the_value(tmp_path):
         replay(tmp_path, torch.nn.Linear(2, 2), val_dataloaders=val)
     with pytest.raises(TypeError, match=r"replay\(callback=dict\): must be a CNNSee"):
         replay(tmp_path, TinyClassifier(), val_dataloaders=val, callback={})
+    used = CNNSee()
+    used.schedule.started(0, maps=True, patterns=True)
+    with pytest.raises(ValueError, match=r"this CNNSee has run already \(1 runs"):
+        replay(tmp_path, TinyClassifier(), val_dataloaders=val, callback=used)
 
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -147,6 +147,15 @@ def misfit(model: nn.Module, state_dict: dict[str, Any], *, show: int = 5) -> st
     return "; ".join(problems) or None
 
 
+def _folder_of(logger: Any) -> str | None:
+    """The logger's run folder (``log_dir``), or ``None`` for a logger without one (W&B, MLflow...)."""
+    try:
+        folder = getattr(logger, "log_dir", None)
+    except Exception:  # a property that needs what the logger lacks
+        return None
+    return folder if isinstance(folder, str) and folder else None
+
+
 class _AtStep:
     """The trainer as CNNSee's ``run`` sees it at a checkpoint: everything the trainer's, but ``global_step``."""
 
@@ -219,6 +228,11 @@ def _check_arguments(model: Any, val_dataloaders: Any, datamodule: Any, callback
         )
     if not isinstance(callback, CNNSee):
         raise TypeError(f"replay(callback={type(callback).__name__}): must be a CNNSee (with the options to replay).")
+    if callback.schedule.runs or callback.fixed.images is not None:
+        raise ValueError(
+            f"replay(callback=...): this CNNSee has run already ({callback.schedule.runs} runs, its images and drift "
+            "kept); give a new CNNSee(...) with the same options."
+        )
     if not isinstance(num_sanity_val_steps, int) or isinstance(num_sanity_val_steps, bool) or num_sanity_val_steps < -1:
         raise ValueError(
             f"replay(num_sanity_val_steps={num_sanity_val_steps!r}): must be a whole number >= 0, or -1 (every batch)."
@@ -308,7 +322,7 @@ def replay(
         default_root_dir=root,
     )
     trainer = namespace.Trainer(logger=logger, callbacks=[callback], **settings)
-    summary = ReplaySummary(skipped=skipped, log_dir=getattr(logger, "log_dir", None))
+    summary = ReplaySummary(skipped=skipped, log_dir=_folder_of(logger))
     for path, reason in skipped:
         rank_zero_warn(trainer, f"cnnsee replay skipped {path}: it {reason}.")
     if not ordered:
