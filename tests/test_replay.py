@@ -385,11 +385,13 @@ def test_the_demos_checkpoints_replay_with_the_command_it_prints(tmp_path, monke
     assert sorted(path.name for path in folder.iterdir()) == ["epoch=0-step=2.ckpt", "epoch=1-step=4.ckpt"]
     assert not (Path(trainer.logger.log_dir) / "cnnsee").exists() and not tensorboard_images(trainer.logger.log_dir)
     command = shlex.split(demo_replay_command(str(folder), "runs"))[1:]
-    fast = ["--cnnsee", "{num_samples: 2, techniques: [gradcam, drift], max_overhead: null}", "--no-progress"]
+    fast = ["--cnnsee", "{num_samples: 2, techniques: [gradcam, drift], max_overhead: null}", "--progress"]
     small = ["--data.num_train=64", "--data.num_val=32"]
     capsys.readouterr()
     assert main([*command, *small, *fast]) == 0
-    assert "into runs/demo-replay/version_0" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "into runs/demo-replay/version_0" in printed.out
+    assert "cnnsee replay: 100%" in printed.err and "2/2" in printed.err  # the progress bar over the checkpoints
     images = tensorboard_images(tmp_path / "runs" / "demo-replay" / "version_0")
     assert sorted(images) == [("cnnsee/gradcam/features", 2), ("cnnsee/gradcam/features", 4)]
     assert sorted(os.listdir(tmp_path)) == ["runs"] and sorted(os.listdir(tmp_path / "runs")) == ["demo", "demo-replay"]
