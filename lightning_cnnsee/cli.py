@@ -114,8 +114,9 @@ def run_demo_command(args: argparse.Namespace) -> int:
         folder = os.path.join(trainer.logger.log_dir, "checkpoints")
         print("Replay CNNSee on its checkpoints (see the README, 'Replay a run trained without CNNSee'):")
         print(f"    {demo_replay_command(folder, args.logdir)}")
-    print("See what the CNN saw (then open http://localhost:6006):")
-    print(f"    tensorboard --logdir {shlex.quote(args.logdir)}")
+    if extra.get("with_cnnsee", True):
+        print("See what the CNN saw (then open http://localhost:6006):")
+        print(f"    tensorboard --logdir {shlex.quote(args.logdir)}")
     return 0
 
 
