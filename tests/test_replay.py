@@ -358,6 +358,7 @@ def test_the_demo_command_saves_checkpoints_without_cnnsee_and_prints_the_replay
     assert (
         "cnnsee replay 'my runs/demo/version_3/checkpoints' --model lightning_cnnsee.demo.train.ShapesClassifier" in out
     )
+    assert "tensorboard" not in out  # no CNNSee images to see before the replay
 
 
 def test_the_replay_command_spells_the_demos_cnnsee_options():
