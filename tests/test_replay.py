@@ -320,6 +320,40 @@ def test_the_cli_replays_the_shapes_examples_run_from_its_config_yaml(tmp_path, 
     assert all(replayed_images[key] == live_images[key] for key in live_images)
 
 
+def test_run_parts_reads_a_subclass_mode_config_with_overrides_seed_and_the_cnnsee_of_its_callbacks(tmp_path):
+    import yaml
+
+    from lightning_cnnsee import run_parts
+    from lightning_cnnsee.demo.train import ShapesClassifier
+
+    config = {
+        "seed_everything": 7,
+        "trainer": {
+            "accelerator": "cpu",
+            "num_sanity_val_steps": 3,
+            "limit_val_batches": 1,
+            "callbacks": [
+                {"class_path": "ModelCheckpoint", "init_args": {"save_top_k": -1}},
+                {"class_path": "CNNSee", "init_args": {"num_samples": 3, "cam_method": "layercam"}},
+            ],
+        },
+        "model": {"class_path": "lightning_cnnsee.demo.train.ShapesClassifier", "init_args": {"width": 4, "lr": 0.5}},
+        "data": {"class_path": "lightning_cnnsee.demo.train.ShapesDataModule", "init_args": {"num_val": 16}},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    parts = run_parts(path, overrides=["--model.lr=0.25", "--data.batch_size", "8"], cnnsee="{cam_scale: image}")
+    assert isinstance(parts.model, ShapesClassifier)
+    assert (parts.model.hparams.width, parts.model.hparams.lr) == (4, 0.25)
+    assert (parts.datamodule.num_val, parts.datamodule.batch_size) == (16, 8)
+    options = parts.callback.options
+    assert (options.num_samples, options.cam_method, options.cam_scale) == (3, "layercam", "image")
+    assert (parts.accelerator, parts.num_sanity_val_steps) == ("cpu", 1)  # the sanity check takes the fewer
+    # seeded as LightningCLI seeds, before the classes are built: the same initial weights as seeding by hand
+    pl.seed_everything(7, workers=True)
+    assert torch.equal(ShapesClassifier(width=4).classifier.weight, parts.model.classifier.weight)
+
+
 def test_the_cli_names_a_missing_model_class_and_a_bad_option(tmp_path, capsys):
     from lightning_cnnsee.cli import main
 

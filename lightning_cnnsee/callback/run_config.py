@@ -133,12 +133,13 @@ def _cnnsee_in(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     for entry in callbacks if isinstance(callbacks, list) else [callbacks]:
         if not isinstance(entry, dict) or "class_path" not in entry:
             continue
+        class_path = entry["class_path"]
         try:
-            cls = _import(entry["class_path"])
-        except Exception:
-            continue
+            cls = _import(class_path)
+        except Exception:  # a short name LightningCLI resolved among its known classes
+            cls, class_path = (CNNSee, "lightning_cnnsee.CNNSee") if class_path == "CNNSee" else (None, class_path)
         if isinstance(cls, type) and issubclass(cls, CNNSee):
-            return entry["class_path"], copy.deepcopy(entry.get("init_args") or {})
+            return class_path, copy.deepcopy(entry.get("init_args") or {})
     return "lightning_cnnsee.CNNSee", {}
 
 
