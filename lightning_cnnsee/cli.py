@@ -339,6 +339,8 @@ def run_replay_command(args: argparse.Namespace) -> int:
             data_args=args.data_args,
             overrides=args.overrides,
             cnnsee=args.cnnsee,
+            checkpoints=checkpoints,
+            weights_only=args.weights_only,
         )
     except (FileNotFoundError, ValueError) as error:
         print(f"cnnsee replay: error: {error}", file=sys.stderr)

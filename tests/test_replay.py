@@ -354,6 +354,23 @@ def test_run_parts_reads_a_subclass_mode_config_with_overrides_seed_and_the_cnns
     assert torch.equal(ShapesClassifier(width=4).classifier.weight, parts.model.classifier.weight)
 
 
+def test_run_parts_takes_the_hyper_parameters_a_checkpoint_saved_under_the_arguments_given(tmp_path):
+    from lightning_cnnsee import run_parts
+
+    (tmp_path / "broken.ckpt").write_bytes(b"")  # the first that loads gives them
+    saved = {"width": 8, "num_classes": 5, "lr": 0.3, "_instantiator": "cli", "unknown": 1}
+    torch.save({"state_dict": {}, "global_step": 3, "hyper_parameters": saved}, tmp_path / "step=3.ckpt")
+    parts = run_parts(
+        model="lightning_cnnsee.demo.train.ShapesClassifier",
+        model_args={"lr": 0.1},
+        data="lightning_cnnsee.demo.train.ShapesDataModule",
+        checkpoints=[str(tmp_path / "broken.ckpt"), str(tmp_path / "step=3.ckpt")],
+    )
+    hparams = parts.model.hparams
+    assert (hparams.width, hparams.num_classes, hparams.lr) == (8, 5, 0.1)  # the arguments given win
+    assert parts.model.classifier.weight.shape == (5, 32)
+
+
 def test_the_cli_names_a_missing_model_class_and_a_bad_option(tmp_path, capsys):
     from lightning_cnnsee.cli import main
 

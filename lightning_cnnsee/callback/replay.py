@@ -52,7 +52,7 @@ from torch import nn
 from lightning_cnnsee.callback.cnnsee import CNNSee
 from lightning_cnnsee.callback.compat import NAMESPACES, namespace_of, rank_zero_info, rank_zero_warn
 
-__all__ = ["ReplaySummary", "find_checkpoints", "replay"]
+__all__ = ["ReplaySummary", "find_checkpoints", "replay", "saved_hyper_parameters"]
 
 CHECKPOINT_SUFFIX = ".ckpt"
 PathLike = str | os.PathLike
@@ -127,6 +127,19 @@ def load_checkpoint(path: str, *, weights_only: bool = True) -> dict[str, Any]:
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise CheckpointProblem(f"has no global_step to replay it at (got {step!r})")
     return checkpoint
+
+
+def saved_hyper_parameters(paths: Sequence[str], *, weights_only: bool = True) -> dict[str, Any]:
+    """``hyper_parameters`` and ``datamodule_hyper_parameters`` of the first of ``paths`` that loads (what the run's
+    ``save_hyperparameters()`` kept), as ``{key: dict}``; empty when none loads."""
+    for path in paths:
+        try:
+            checkpoint = load_checkpoint(path, weights_only=weights_only)
+        except CheckpointProblem:
+            continue
+        keys = ("hyper_parameters", "datamodule_hyper_parameters")
+        return {key: dict(checkpoint[key]) for key in keys if isinstance(checkpoint.get(key), dict)}
+    return {}
 
 
 def misfit(model: nn.Module, state_dict: dict[str, Any], *, show: int = 5) -> str | None:

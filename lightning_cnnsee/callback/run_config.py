@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ import yaml
 
 from lightning_cnnsee.callback.cnnsee import CNNSee
 from lightning_cnnsee.callback.compat import NAMESPACES, namespace_of
+from lightning_cnnsee.callback.replay import saved_hyper_parameters
 
 __all__ = ["RunParts", "parse_overrides", "run_parts"]
 
@@ -149,6 +151,22 @@ def _import(class_path: str) -> Any:
     return import_object(class_path)
 
 
+def _accepted(class_path: str | None, hyper_parameters: Any) -> dict[str, Any]:
+    """The saved hyper-parameters that ``class_path``'s ``__init__`` takes by name (all, with ``**kwargs``)."""
+    if class_path is None or not isinstance(hyper_parameters, dict):
+        return {}
+    try:
+        parameters = inspect.signature(_import(class_path).__init__).parameters
+    except Exception:  # jsonargparse names the class that does not import, below
+        return {}
+    takes_any = any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values())
+    return {
+        key: copy.deepcopy(value)
+        for key, value in hyper_parameters.items()
+        if isinstance(key, str) and not key.startswith("_") and (takes_any or key in parameters) and key != "self"
+    }
+
+
 def run_parts(
     config: str | os.PathLike | None = None,
     *,
@@ -158,6 +176,8 @@ def run_parts(
     data_args: dict[str, Any] | str | None = None,
     overrides: list[str] | None = None,
     cnnsee: dict[str, Any] | str | None = None,
+    checkpoints: list[str] | None = None,
+    weights_only: bool = True,
 ) -> RunParts:
     """The run's ``LightningModule``, ``LightningDataModule`` and ``CNNSee``, as LightningCLI built them.
 
@@ -170,6 +190,10 @@ def run_parts(
         data_args: the data module's arguments, over the config's.
         overrides: ``--model.KEY=VALUE`` and ``--data.KEY=VALUE`` arguments, over the rest (:func:`parse_overrides`).
         cnnsee: CNNSee's options (a dict, or YAML text or file), over those of the config's CNNSee.
+        checkpoints: the run's checkpoints: the first that loads gives its ``hyper_parameters`` and
+            ``datamodule_hyper_parameters`` (what ``save_hyperparameters()`` kept) as the arguments under all the
+            others, those the class takes.
+        weights_only: ``torch.load``'s safety switch for reading them.
 
     Raises ``ValueError`` naming what is missing or wrong (jsonargparse's message for a value of the wrong type).
     """
@@ -179,11 +203,16 @@ def run_parts(
     extra = parse_overrides(list(overrides or []))
     classes: dict[str, str | None] = {}
     arguments: dict[str, dict[str, Any]] = {}
-    for name, given_class, given_args in (("model", model, model_args), ("data", data, data_args)):
+    saved = saved_hyper_parameters(checkpoints or [], weights_only=weights_only)
+    for name, given_class, given_args, kept in (
+        ("model", model, model_args, saved.get("hyper_parameters")),
+        ("data", data, data_args, saved.get("datamodule_hyper_parameters")),
+    ):
         class_path, init_args = _section(values, name)
         classes[name] = given_class or class_path
         given = given_args if isinstance(given_args, dict) else read_yaml(given_args, f"--{name}-args")
-        arguments[name] = _merge(_merge(init_args, copy.deepcopy(given)), extra[name])
+        base = _accepted(classes[name], kept)
+        arguments[name] = _merge(_merge(_merge(base, init_args), copy.deepcopy(given)), extra[name])
     where = f"{os.fspath(config)!r}" if config is not None else "the arguments"
     if classes["model"] is None:
         raise ValueError(
