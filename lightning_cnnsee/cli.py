@@ -10,6 +10,9 @@ Subcommands:
   MLflow file store (``mlruns``).
 - ``cnnsee export LOGDIR [-o DIR] [--no-gif] [--frame-ms MS] [--max-steps N]``: the same images as
   ``DIR/<run>/<tag>/step_<step>.png``, and an animated GIF per tag.
+- ``cnnsee replay CHECKPOINTS... [--config config.yaml] [--model CLASS] [--data CLASS] [--model.x=V] [--cnnsee YAML]
+  [--logdir DIR] [--name NAME] [--logger tensorboard|csv]``: CNNSee's pictures and numbers for a run trained without
+  it, made from its checkpoints (files or folders of ``*.ckpt``) at each checkpoint's step, into a new log folder.
 
 Each subcommand is one ``add_<name>_parser`` function that declares its arguments and one ``run_<name>`` function
 that receives the parsed namespace and returns the exit status. Heavy imports (torch, Lightning) happen inside the
@@ -26,6 +29,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -82,19 +86,67 @@ def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="S",
         help="seed of the data, the weights and the data order (default: %(default)s)",
     )
+    parser.add_argument(
+        "--checkpoints",
+        action="store_true",
+        help="save a checkpoint at every epoch end in DIR/demo/version_N/checkpoints (for cnnsee replay)",
+    )
+    parser.add_argument(
+        "--no-cnnsee",
+        dest="cnnsee",
+        action="store_false",
+        help="train without CNNSee (with --checkpoints: a run to see afterwards with cnnsee replay)",
+    )
     parser.set_defaults(handler=run_demo_command)
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
     from lightning_cnnsee import demo
 
-    trainer = demo.run_demo(args.logdir, max_epochs=args.epochs, seed=args.seed)
+    extra = {"checkpoints": True} if getattr(args, "checkpoints", False) else {}
+    if not getattr(args, "cnnsee", True):
+        extra["with_cnnsee"] = False
+    trainer = demo.run_demo(args.logdir, max_epochs=args.epochs, seed=args.seed, **extra)
     accuracy = trainer.callback_metrics.get("val/acc")
     if accuracy is not None:
         print(f"Validation accuracy after {args.epochs} epochs: {float(accuracy):.1%}")
-    print("See what the CNN saw (then open http://localhost:6006):")
-    print(f"    tensorboard --logdir {shlex.quote(args.logdir)}")
+    if extra.get("checkpoints"):
+        folder = os.path.join(trainer.logger.log_dir, "checkpoints")
+        print("Replay CNNSee on its checkpoints (see the README, 'Replay a run trained without CNNSee'):")
+        print(f"    {demo_replay_command(folder, args.logdir)}")
+    if extra.get("with_cnnsee", True):
+        print("See what the CNN saw (then open http://localhost:6006):")
+        print(f"    tensorboard --logdir {shlex.quote(args.logdir)}")
     return 0
+
+
+#: CNNSee's options in the demo (``run_demo``'s default callback), as ``cnnsee replay --cnnsee`` takes them.
+DEMO_CNNSEE = (
+    "{mean: [0.5, 0.5, 0.5], std: [0.263, 0.263, 0.263], "
+    "class_names: [circle, square, triangle, cross, ring, star], max_overhead: null}"
+)
+
+
+def demo_replay_command(checkpoints: str, logdir: str) -> str:
+    """The ``cnnsee replay`` command for the demo's checkpoints in ``checkpoints``, logging to ``logdir/demo-replay``
+    (torch-free: the demo's options are spelled out, checked against the demo's own by a test)."""
+    return shlex.join(
+        [
+            "cnnsee",
+            "replay",
+            checkpoints,
+            "--model",
+            "lightning_cnnsee.demo.train.ShapesClassifier",
+            "--data",
+            "lightning_cnnsee.demo.train.ShapesDataModule",
+            "--cnnsee",
+            DEMO_CNNSEE,
+            "--logdir",
+            logdir,
+            "--name",
+            "demo-replay",
+        ]
+    )
 
 
 def _add_review_arguments(parser: argparse.ArgumentParser) -> None:
@@ -213,6 +265,117 @@ def run_export_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_replay_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "replay",
+        help="CNNSee's pictures and numbers for a run trained without it, made from its checkpoints",
+        description=(
+            "Load each checkpoint's weights, in the order of its global step, and log at that step what a live "
+            "CNNSee would have logged: the same validation images, pictures, faithfulness and drift (drift against "
+            "the first checkpoint replayed). The model and data come as LightningCLI gives them: the config.yaml it "
+            "saves beside a run, or --model/--data class paths with --model.KEY=VALUE / --data.KEY=VALUE arguments. "
+            "A checkpoint that does not load or does not fit the model is named and skipped."
+        ),
+    )
+    parser.add_argument(
+        "checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoint files, or folders searched for *.ckpt"
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="LightningCLI's config.yaml of the run: model, data, seed_everything, the CNNSee of trainer.callbacks",
+    )
+    parser.add_argument("--model", metavar="CLASS_PATH", help="the LightningModule class (package.module.Class)")
+    parser.add_argument("--model-args", metavar="YAML", help="the model's arguments, YAML text or a YAML file")
+    parser.add_argument("--data", metavar="CLASS_PATH", help="the LightningDataModule class (package.module.Class)")
+    parser.add_argument("--data-args", metavar="YAML", help="the data module's arguments, YAML text or a YAML file")
+    parser.add_argument(
+        "--cnnsee",
+        metavar="YAML",
+        help="CNNSee's options, YAML text such as '{every_n_epochs: 1, cam_method: layercam}' or a YAML file, over "
+        "the config's CNNSee (default: CNNSee's defaults)",
+    )
+    parser.add_argument(
+        "--logdir", default="runs", metavar="DIR", help="root folder of the logs (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--name", default="replay", help="run name: logs go to DIR/NAME/version_N (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--logger",
+        choices=("tensorboard", "csv"),
+        default="tensorboard",
+        help="TensorBoard event files, or CNNSee's PNG folders of a CSVLogger (default: %(default)s)",
+    )
+    parser.add_argument("--accelerator", default=None, help="Lightning accelerator (default: the config's, or auto)")
+    parser.add_argument(
+        "--no-weights-only",
+        dest="weights_only",
+        action="store_false",
+        help="load checkpoints that hold other objects than tensors (only checkpoints you trust)",
+    )
+    progress = parser.add_mutually_exclusive_group()
+    progress.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="a progress bar over the checkpoints on stderr (default: only when stderr is a terminal)",
+    )
+    progress.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.set_defaults(handler=run_replay_command, accepts_overrides=True)
+
+
+def run_replay_command(args: argparse.Namespace) -> int:
+    import warnings
+
+    from lightning_cnnsee import find_checkpoints, replay, run_parts
+
+    try:
+        checkpoints = find_checkpoints(args.checkpoints)
+        parts = run_parts(
+            args.config,
+            model=args.model,
+            model_args=args.model_args,
+            data=args.data,
+            data_args=args.data_args,
+            overrides=args.overrides,
+            cnnsee=args.cnnsee,
+            checkpoints=checkpoints,
+            weights_only=args.weights_only,
+        )
+    except (FileNotFoundError, ValueError) as error:
+        print(f"cnnsee replay: error: {error}", file=sys.stderr)
+        return 2
+    logger = parts.logger(args.logger, args.logdir, args.name)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"cnnsee replay skipped")  # said below, one line each
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        summary = replay(
+            checkpoints,
+            parts.model,
+            datamodule=parts.datamodule,
+            callback=parts.callback,
+            logger=logger,
+            accelerator=args.accelerator or parts.accelerator,
+            num_sanity_val_steps=parts.num_sanity_val_steps,
+            weights_only=args.weights_only,
+            progress=args.progress,
+        )
+    for path, reason in summary.skipped:
+        print(f"cnnsee replay: skipped {path}: it {reason}", file=sys.stderr)
+    if not summary.replayed:
+        print("cnnsee replay: no checkpoint replayed.", file=sys.stderr)
+        return 1
+    steps = [step for _, step in summary.replayed]
+    folder = summary.log_dir or args.logdir
+    print(f"Replayed {len(steps)} checkpoint(s), steps {steps[0]} to {steps[-1]}, into {folder}. See them with:")
+    if args.logger == "tensorboard":
+        print(f"    tensorboard --logdir {shlex.quote(folder)}")
+    print(f"    cnnsee report {shlex.quote(folder)} -o report.html")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``cnnsee`` argument parser, one subparser per subcommand."""
     parser = argparse.ArgumentParser(
@@ -223,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_parser(subparsers)
     add_report_parser(subparsers)
     add_export_parser(subparsers)
+    add_replay_parser(subparsers)
     return parser
 
 
@@ -236,8 +400,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         >>> from lightning_cnnsee.cli import main
         >>> main(["demo", "--logdir", "runs", "--epochs", "8"])  # doctest: +SKIP
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    rest, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(rest)
+    if overrides and not getattr(args, "accepts_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(overrides)}")
+    args.overrides = overrides
     return args.handler(args)
+
+
+OVERRIDE_PREFIXES = ("--model.", "--data.")
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``(the rest, overrides)``: ``cnnsee replay``'s ``--model.KEY=VALUE`` and ``--data.KEY VALUE`` arguments (with
+    their value) taken out of ``argv``, for LightningCLI's syntax that argparse does not know.
+
+    Example::
+
+        >>> split_overrides(["replay", "ckpts", "--model.lr=0.1", "--data.num_val", "32", "--name", "r"])
+        (['replay', 'ckpts', '--name', 'r'], ['--model.lr=0.1', '--data.num_val', '32'])
+    """
+    rest, overrides = [], []
+    index = 0
+    while index < len(argv):
+        argument = argv[index]
+        if argument.startswith(OVERRIDE_PREFIXES):
+            overrides.append(argument)
+            if "=" not in argument and index + 1 < len(argv):
+                index += 1
+                overrides.append(argv[index])
+        else:
+            rest.append(argument)
+        index += 1
+    return rest, overrides
 
 
 if __name__ == "__main__":

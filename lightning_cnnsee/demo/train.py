@@ -168,6 +168,8 @@ def run_demo(
     callback: CNNSee | None = None,
     enable_progress_bar: bool | None = None,
     accelerator: str = "cpu",
+    checkpoints: bool = False,
+    with_cnnsee: bool = True,
 ) -> pl.Trainer:
     """Train :class:`ShapesClassifier` on :class:`ShapesDataModule` with CNNSee logging to TensorBoard.
 
@@ -187,6 +189,9 @@ def run_demo(
             max_overhead=None)``: every epoch shows every kind of image.
         enable_progress_bar: show Lightning's progress bar; default: only when the output is a terminal.
         accelerator: Lightning accelerator; the default ``"cpu"`` because the model is too small to gain on a GPU.
+        checkpoints: save a checkpoint at every epoch end in ``logdir/demo/version_N/checkpoints`` (for
+            ``cnnsee replay``).
+        with_cnnsee: ``False`` trains without CNNSee (a run to see afterwards with ``cnnsee replay``).
 
     Returns:
         The fitted ``pl.Trainer``; ``trainer.callback_metrics["val/acc"]`` is the last validation accuracy.
@@ -208,6 +213,9 @@ def run_demo(
         callback = CNNSee(mean=MEAN, std=STD, class_names=CLASS_NAMES, max_overhead=None)
     if enable_progress_bar is None:
         enable_progress_bar = sys.stderr.isatty()
+    callbacks: list[Any] = [callback] if with_cnnsee else []
+    if checkpoints:  # one per epoch end, every one kept, in the logger's folder
+        callbacks.append(pl.callbacks.ModelCheckpoint(save_top_k=-1, every_n_epochs=1))
     pl.seed_everything(seed, workers=True, verbose=False)
     data = ShapesDataModule(num_train, num_val, image_size, batch_size, seed)
     model = ShapesClassifier(num_classes=len(CLASS_NAMES))
@@ -216,11 +224,11 @@ def run_demo(
         accelerator=accelerator,
         devices=1,
         logger=pl.loggers.TensorBoardLogger(logdir, name="demo", default_hp_metric=False),
-        callbacks=[callback],
+        callbacks=callbacks,
         # CUDA has no deterministic backward for adaptive pooling; "warn" keeps a GPU run going.
         deterministic=True if accelerator == "cpu" else "warn",
         enable_progress_bar=enable_progress_bar,
-        enable_checkpointing=False,
+        enable_checkpointing=checkpoints,
         log_every_n_steps=max(1, min(10, num_train // batch_size)),
     )
     with warnings.catch_warnings():
