@@ -156,7 +156,7 @@ def _explain(
     if results.kind == "classification":
         target_sets = [None] if labels is None else [None, labels]
         if cams:
-            cam_sets, _ = cams_for_targets(module, inputs, choice.gradcam, target_sets, options.cam_method, **common)
+            cam_sets, _ = cams_for_targets(module, inputs, choice.gradcam, target_sets, choice.cam_method, **common)
             results.cams_predicted = cam_sets[0]
             results.cams_true = cam_sets[1] if len(cam_sets) > 1 else {}
         if "attributions" in options.techniques:
@@ -177,7 +177,7 @@ def _explain(
     results.pairs = (image_index.cpu(), class_index.cpu())
     if cams and image_index.numel():
         (results.pair_cams,), _ = cams_for_targets(
-            module, inputs[image_index], choice.gradcam, [class_index], options.cam_method, **common
+            module, inputs[image_index], choice.gradcam, [class_index], choice.cam_method, **common
         )
 
 
