@@ -108,7 +108,7 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
         cam_method: ``"gradcam"``, ``"gradcam++"``, ``"xgradcam"``, ``"layercam"``, ``"hirescam"``, or a
             gradient-free ``"scorecam"``, ``"ablationcam"``, ``"eigencam"``, or for a ViT ``"gradient_rollout"``
             (Chefer et al., 2021) or ``"attention_rollout"`` (Abnar and Zuidema, 2020) on the layer holding its
-            blocks. ``"auto"``: Grad-CAM for a CNN or Swin, ``"gradient_rollout"`` for a ViT, chosen by
+            blocks. ``"auto"``: Grad-CAM for a CNN or Swin, ``"attention_rollout"`` for a ViT, chosen by
             measurement (``benchmarks/transformers.py``; said once at setup).
         cam_scale: ``"batch"`` (one colour scale for all heat maps of a run, so weak maps look weak) or
             ``"image"`` (each map stretched to its own maximum).

@@ -543,7 +543,7 @@ def cam(
             the attention modules to roll out (timm ``"blocks"``, torchvision ``"encoder.layers"``). ``None``: the
             layer and method CNNSee chooses (:func:`~lightning_cnnsee.explain.layers.default_cam`): the last
             convolutional block with Grad-CAM for a CNN and a Swin's last stage larger than 1x1, the blocks with
-            ``"gradient_rollout"`` for a ViT (measured in ``benchmarks/transformers.py``).
+            ``"attention_rollout"`` for a ViT (measured in ``benchmarks/transformers.py``).
         targets: ``None`` for each image's prediction (top class; top label; class predicted on the most pixels), an
             int for one class for every image, or N class indices (a LongTensor or list). For several labels of one
             multi-label image, repeat the image: :func:`lightning_cnnsee.explain.targets.multilabel_targets` lists
