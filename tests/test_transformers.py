@@ -18,7 +18,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_cnnsee import CNNSee
 from lightning_cnnsee.explain.activations import capture_activations
-from lightning_cnnsee.explain.attention import attention_cams
 from lightning_cnnsee.explain.cam import default_cam, grad_cam
 from lightning_cnnsee.explain.tokens import TokenLayout, feature_map, from_feature_map, token_layout
 from lightning_cnnsee.run.options import Options
