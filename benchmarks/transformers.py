@@ -167,10 +167,12 @@ def main() -> None:
     model.zero_grad(set_to_none=True)
     cases = {
         "ours (default)": lambda: grad_cam(model, images, default_layers, targets=predicted, method=default_method),
+        "gradient_rollout": lambda: grad_cam(model, images, ["blocks"], targets=predicted, method="gradient_rollout"),
         "pytorch-grad-cam": lambda: library(input_tensor=images, targets=targets),
     }
     times = _common.interleaved(cases, args.repeats)
     ratio = _common.paired_ratio(times["ours (default)"], times["pytorch-grad-cam"])
+    gradient_ratio = _common.paired_ratio(times["gradient_rollout"], times["pytorch-grad-cam"])
     print(
         _common.table(
             ["case", "ms per batch", "pointing game"],
@@ -179,6 +181,11 @@ def main() -> None:
                     f"ours: {default_method} on {default_layers}",
                     _common.spread(times["ours (default)"]),
                     f"{found[(default_method, default_layers[0])]:.3f}",
+                ],
+                [
+                    "ours: gradient_rollout on ['blocks']",
+                    _common.spread(times["gradient_rollout"]),
+                    f"{found[candidates[0]]:.3f}",
                 ],
                 [
                     "pytorch-grad-cam GradCAM, blocks[-1].norm1 + reshape_transform",
@@ -196,6 +203,7 @@ def main() -> None:
             f"default: {default_method} on {default_layers}; best pointing game of the table: {best[0]} on {best[1]}",
             f"cost of the default against pytorch-grad-cam (median [min-max] of paired ratios): "
             f"{_common.ratio_text(ratio)}: {_common.verdict(ratio[0], 1.0)}",
+            f"cost of gradient_rollout against pytorch-grad-cam: {_common.ratio_text(gradient_ratio)}",
         ],
         started,
     )

@@ -24,6 +24,8 @@ _WHERE = {
     "Results": "lightning_cnnsee.run.results",
     "attribute": "lightning_cnnsee.explain.attributions",
     "capture_activations": "lightning_cnnsee.explain.activations",
+    "default_cam": "lightning_cnnsee.explain.cam",
+    "feature_map": "lightning_cnnsee.explain.tokens",
     "channel": "lightning_cnnsee.explain.objectives",
     "diversity": "lightning_cnnsee.explain.objectives",
     "faithfulness": "lightning_cnnsee.explain.metrics",
@@ -36,6 +38,7 @@ _WHERE = {
     "render_results": "lightning_cnnsee.render.images",
     "sanity_check": "lightning_cnnsee.explain.drift",
     "spearman": "lightning_cnnsee.explain.drift",
+    "token_layout": "lightning_cnnsee.explain.tokens",
     "visualize": "lightning_cnnsee.run.visualization",
 }
 __all__ = sorted(_WHERE)
