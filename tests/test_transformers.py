@@ -527,3 +527,49 @@ def test_a_rollout_on_a_layer_without_attention_fails_at_setup_naming_the_layers
             **trainer_kwargs(tmp_path, max_epochs=1),
         )
         trainer.fit(TransformerModule(timm_vit), train, val)
+
+
+class Segmenter(nn.Module):
+    """A ViT backbone with a per-pixel head: tokens on their grid, a 1x1 convolution, upsampled to the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.vit = timm_vit(num_classes=0)
+        self.head = nn.Conv2d(32, NUM_CLASSES, 1)
+
+    def forward(self, x):
+        tokens = self.vit.forward_features(x)[:, 1:]
+        grid = tokens.transpose(1, 2).reshape(x.shape[0], 32, 4, 4)
+        return F.interpolate(self.head(grid), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def test_multilabel_and_segmentation_heads_on_a_vit_get_maps_per_image_and_class(images):
+    options = Options(techniques=["gradcam"], cam_method="gradient_rollout")
+    multilabel = timm_vit()
+    labels = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 1, 1]])
+    results = visualize(multilabel, images, labels, Options(techniques=["gradcam"], model_kind="multilabel"))
+    assert results.kind == "multilabel" and list(results.pair_cams) == ["blocks"]
+    assert results.pair_cams["blocks"].shape == (len(results.pairs[0]), 4, 4)
+    segmenter = Segmenter().eval()
+    assert default_cam(segmenter, images) == (["vit.blocks"], "attention_rollout")
+    results = visualize(segmenter, images, None, options)
+    assert results.kind == "segmentation" and list(results.pair_cams) == ["vit.blocks"]
+    image_index, class_index = results.pairs
+    expected = grad_cam(segmenter, images[image_index], ["vit.blocks"], targets=class_index, method="gradient_rollout")
+    torch.testing.assert_close(results.pair_cams["vit.blocks"], expected["vit.blocks"])
+    assert float(expected["vit.blocks"].max()) > 0
+
+
+def test_a_compiled_vit_shows_its_maps_and_is_left_as_found(tmp_path):
+    # dynamo with the eager backend: the compiled module's own path (set_stance, _orig_mod names) in seconds; inductor
+    # compiles the same graph in minutes on a CPU
+    module = TransformerModule(lambda: timm_vit(depth=1))
+    module.net = torch.compile(module.net, backend="eager")
+    train, val = loaders()
+    callback = RecordingCNNSee(strict=True, techniques=["gradcam", "activations"], **FAST)
+    trainer = pl.Trainer(callbacks=[callback], **trainer_kwargs(tmp_path, max_epochs=1, limit_train_batches=2))
+    trainer.fit(module, train, val)
+    tags = read_images(trainer.logger.log_dir)
+    assert "cnnsee/gradcam/net.blocks" in tags and "cnnsee/activations/net.blocks.0" in tags, sorted(tags)
+    assert float(callback.last_results.cams_predicted["net.blocks"].max()) > 0
+    assert [m.fused_attn for m in module.modules() if hasattr(m, "fused_attn")] == [True]

@@ -226,7 +226,7 @@ def pick_layers(
     picks.features = spread(convs, num_feature_layers)
     if layout.transformer:
         picks.features = spread(_blocks(model, maps), num_feature_layers) or picks.features
-        blocks, attentions = _global_attention(order[:-1], layout)
+        blocks, attentions = _global_attention(order[:-1], layout, named_layers(model))
         picks.rollout_layers = _holders(attentions, named_layers(model)) if blocks else []
         if blocks is not None:
             picks.gradcam, picks.cam_method = [blocks], "attention_rollout"
@@ -269,15 +269,15 @@ def _map_shapes(order: list[tuple[str, nn.Module, object, bool]], layout: TokenL
 
 def _blocks(model: nn.Module, maps: dict[str, tuple[int, ...]]) -> list[str]:
     """The children of a transformer's sequence of blocks or stages that output maps: the shallowest
-    ``nn.Sequential`` or ``nn.ModuleList`` with at least two such children (timm ``blocks`` or ``layers``,
-    torchvision ``encoder.layers`` or ``features``)."""
+    ``nn.Sequential`` or ``nn.ModuleList`` with such children, the one with most of them among equals (timm
+    ``blocks`` or ``layers``, torchvision ``encoder.layers`` or ``features``)."""
     layers = named_layers(model)
     children: dict[str, list[str]] = {}
     for name in maps:
         parent, _, _ = name.rpartition(".")
         if parent and isinstance(layers.get(parent), (nn.Sequential, nn.ModuleList)):
             children.setdefault(parent, []).append(name)
-    found = [(parent.count("."), -len(names), parent) for parent, names in children.items() if len(names) > 1]
+    found = [(parent.count("."), -len(names), parent) for parent, names in children.items()]
     return children[min(found)[2]] if found else []
 
 
@@ -288,10 +288,11 @@ def _holders(names: list[str], layers: dict[str, nn.Module]) -> list[str]:
 
 
 def _global_attention(
-    order: list[tuple[str, nn.Module, object, bool]], layout: TokenLayout
+    order: list[tuple[str, nn.Module, object, bool]], layout: TokenLayout, layers: dict[str, nn.Module]
 ) -> tuple[str | None, list[str]]:
-    """The layer holding every self-attention of a model whose attentions all span its prefix and patch tokens (the
-    common parent of their names) and their names, or ``(None, [])``."""
+    """The layer holding every self-attention of a model whose attentions all span its prefix and patch tokens and
+    their names, or ``(None, [])``: the common parent of their names, or the sequence of blocks above it (a ViT of
+    one block: ``blocks``, not ``blocks.0.attn``)."""
     if layout.grid is None:
         return None, []
     tokens = layout.prefix + layout.grid[0] * layout.grid[1]
@@ -311,4 +312,7 @@ def _global_attention(
         if len(set(pieces)) > 1:
             break
         common.append(pieces[0])
+    for end in range(len(common), 0, -1):
+        if isinstance(layers.get(".".join(common[:end])), (nn.Sequential, nn.ModuleList)):
+            return ".".join(common[:end]), names
     return ".".join(common) or None, names
