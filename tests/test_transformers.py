@@ -573,3 +573,19 @@ def test_a_compiled_vit_shows_its_maps_and_is_left_as_found(tmp_path):
     assert "cnnsee/gradcam/net.blocks" in tags and "cnnsee/activations/net.blocks.0" in tags, sorted(tags)
     assert float(callback.last_results.cams_predicted["net.blocks"].max()) > 0
     assert [m.fused_attn for m in module.modules() if hasattr(m, "fused_attn")] == [True]
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="needs torch.distributed with gloo")
+def test_ddp_on_a_vit_logs_rollout_maps_once_and_trains_identically(tmp_path):
+    from test_distributed import run_ddp
+
+    plain, _ = run_ddp(tmp_path / "none", "ddp", "none", model="vit")
+    seen, output = run_ddp(tmp_path / "cnnsee", "ddp", "cnnsee", model="vit")
+    assert seen["world_size"] == 2 and seen["wrapper_calls_during_runs"] == []
+    for name, weight in plain["weights"].items():
+        assert torch.equal(weight, seen["weights"][name]), name
+    tags = read_images(str(tmp_path / "cnnsee" / "logs" / "version_0"))
+    assert "cnnsee/gradcam/net.blocks" in tags and len(tags["cnnsee/gradcam/net.blocks"]) == len(
+        set(tags["cnnsee/gradcam/net.blocks"])
+    )
+    assert output.count("CNNSee layers: CAM attention_rollout on ['net.blocks']") == 1
