@@ -354,7 +354,6 @@ def _feature_maps(
 
 def _as_maps(
     gradients: Sequence[Tensor | None],
-    recorded: dict[str, object],
     layers: list[str],
     layout: TokenLayout,
     modules: dict[str, nn.Module],
@@ -394,7 +393,7 @@ def _gradient_cams(
         for index, score in enumerate(score_functions):
             last = index == len(score_functions) - 1
             found = torch.autograd.grad(score(scores).sum(), raw, allow_unused=True, retain_graph=not last)
-            gradient_sets.append(_as_maps(found, recorded, layers, layout, modules))
+            gradient_sets.append(_as_maps(found, layers, layout, modules))
     results = []
     for gradients in gradient_sets:
         cams = {}
