@@ -120,6 +120,9 @@ def test_token_layout_follows_a_non_square_input_of_a_dynamic_size_vit():
     assert (layout.prefix, layout.grid) == (3, (4, 6))
     maps = capture_activations(model, torch.rand(2, 3, 32, 48), ["blocks.1", "patch_embed"])
     assert maps["blocks.1"].shape == (2, 32, 4, 6) and maps["patch_embed"].shape == (2, 32, 4, 6)  # NHWC embed
+    wide = torch.rand(2, 3, 32, 48)
+    assert grad_cam(model, wide, None)["blocks"].shape == (2, 4, 6)
+    assert grad_cam(model, wide, ["blocks.0"], targets=1, method="gradcam")["blocks.0"].shape == (2, 4, 6)
 
 
 @pytest.mark.parametrize(

@@ -100,7 +100,9 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
             map at the baseline run and at the previous run; a map that hardly changes while the model learns fails
             the randomization sanity check, said once). All but ``"attributions"`` by default.
         layers: layer names (from ``model.named_modules()``) for Grad-CAM, filters and activations at once.
-        gradcam_layers: layers for Grad-CAM (overrides ``layers``); each must output a (N, C, H, W) map.
+        gradcam_layers: layers for Grad-CAM (overrides ``layers``); each must output a (N, C, H, W) map, a Swin
+            stage's (N, H, W, C) or a transformer's tokens (N, L, C) (read on the patch grid); for the rollout
+            methods, layers holding a ViT's attention (``"net.blocks"``).
         filter_layers: conv layers for filter ascent (overrides ``layers``).
         activation_layers: layers whose feature maps are shown (overrides ``layers``).
         class_layer: the layer whose units are the classes (default: the last ``nn.Linear`` with one unit per
