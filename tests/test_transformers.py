@@ -592,3 +592,15 @@ def test_ddp_on_a_vit_logs_rollout_maps_once_and_trains_identically(tmp_path):
         set(tags["cnnsee/gradcam/net.blocks"])
     )
     assert output.count("CNNSee layers: CAM attention_rollout on ['net.blocks']") == 1
+
+
+def test_a_vit_without_an_example_input_is_probed_on_its_first_validation_images(tmp_path, caplog):
+    module = TransformerModule(timm_vit)  # img_size=32: the 64x64 setup probe cannot run it
+    module.example_input_array = None
+    train, val = loaders()
+    with caplog.at_level("INFO"):
+        trainer = pl.Trainer(callbacks=[CNNSee(**FAST)], **trainer_kwargs(tmp_path, max_epochs=1))
+        trainer.fit(module, train, val)
+    assert "cnnsee/gradcam/net.blocks" in read_images(trainer.logger.log_dir)
+    said = [r.getMessage() for r in caplog.records if "CNNSee layers" in r.getMessage()]
+    assert len(said) == 1 and "attention_rollout on ['net.blocks']" in said[0]
