@@ -8,13 +8,18 @@ functions, on 6 fixed validation images of the trained model:
 - ``gallery_cams.png``: a row per CAM method (Grad-CAM's family and the gradient-free ones), predicted class;
 - ``gallery_attributions.png``: a row per pixel-attribution method (signed ones in blue-grey-red);
 - ``gallery_objectives.png``: filter ascent with a channel, a neuron, and three diverse images per channel;
-- ``faithfulness_drift.png``: the scalars CNNSee logged during the fit (matplotlib, from the ``bench`` extra).
+- ``faithfulness_drift.png``: the scalars CNNSee logged during the fit (matplotlib, from the ``bench`` extra);
+- ``gallery_vit.png``: the tiny ViT of ``benchmarks/transformers.py`` (trained here, 300 steps) on 6 held-out images
+  of its coloured-square task, a row per method: the default attention rollout, the gradient-weighted rollout, and
+  Grad-CAM at ``blocks[-1].norm1`` (pytorch-grad-cam's recipe). ``--vit-only`` draws this one alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import sys
 import tempfile
 
 import torch
@@ -24,7 +29,7 @@ from lightning_cnnsee import CAM_METHODS, CNNSee, attribute, filter_ascent, grad
 from lightning_cnnsee.demo.data import CLASS_NAMES, MEAN, STD
 from lightning_cnnsee.demo.train import ShapesDataModule, run_demo
 from lightning_cnnsee.explain.attributions import ATTRIBUTION_METHODS, attribution_map
-from lightning_cnnsee.explain.cam import ALL_CAM_METHODS
+from lightning_cnnsee.explain.cam import GRADIENT_FREE_CAM_METHODS
 from lightning_cnnsee.explain.objectives import neuron
 from lightning_cnnsee.render.images import (
     SIGNED_ATTRIBUTIONS,
@@ -41,15 +46,37 @@ from lightning_cnnsee.render.images import (
 )
 
 
-def rows_of_methods(display, maps_by_method, predicted, signed_methods=()):
+def rows_of_methods(display, maps_by_method, predicted, signed_methods=(), names=CLASS_NAMES):
     """The images on top, then a row of overlays per method, each map stretched to its own maximum."""
     rgb = upscale(to_rgb(display), 96)
-    rows = [caption(rgb, [f"#{i} pred {CLASS_NAMES[int(c)]}" for i, c in enumerate(predicted)])]
+    rows = [caption(rgb, [f"#{i} pred {names[int(c)]}" for i, c in enumerate(predicted)])]
     for method, maps in maps_by_method.items():
         signed = method in signed_methods
         [heat] = scale_cams([maps], "image", signed=signed)
         rows.append(caption(overlay(rgb, heat, 0.6, diverging if signed else turbo), [method] * len(predicted)))
     return grid(torch.cat(rows), columns=len(predicted))
+
+
+def vit_gallery(path: str) -> None:
+    """The tiny ViT of ``benchmarks/transformers.py`` on 6 held-out images: a row per method on its token grid."""
+    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks")
+    sys.path.append(folder)  # the benchmark imports its folder's _common
+    spec = importlib.util.spec_from_file_location("cnnsee_vit_benchmark", os.path.join(folder, "transformers.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    model, accuracy = bench.train_vit(0, 300)
+    images, _, _ = bench.make_task(6, 7)
+    with torch.no_grad():
+        predicted = model(images).argmax(dim=1)
+    rows = {
+        "attention_rollout (default)": ("blocks", "attention_rollout"),
+        "gradient_rollout": ("blocks", "gradient_rollout"),
+        "gradcam blocks[-1].norm1": ("blocks.3.norm1", "gradcam"),
+    }
+    maps = {name: grad_cam(model, images, [layer], predicted, method)[layer] for name, (layer, method) in rows.items()}
+    display = (images * 0.3 + 0.3).clamp(0, 1)
+    save_image(rows_of_methods(display, maps, predicted, names=["red", "green", "blue"]), path)
+    print(f"tiny ViT accuracy {accuracy:.3f}; {path}")
 
 
 def chart(log_dir: str, path: str) -> None:
@@ -94,9 +121,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="docs/images")
     parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--vit-only", action="store_true", help="draw gallery_vit.png alone")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    vit_gallery(os.path.join(args.out, "gallery_vit.png"))
+    if args.vit_only:
+        return
     logdir = tempfile.mkdtemp()
     callback = CNNSee(
         mean=MEAN,
@@ -116,7 +147,8 @@ def main() -> None:
     display = denormalize(images, MEAN, STD)
     predicted = model(images).argmax(dim=1)
 
-    cams = {method: grad_cam(model, images, ["features"], method=method)["features"] for method in ALL_CAM_METHODS}
+    cnn_methods = [*CAM_METHODS, *GRADIENT_FREE_CAM_METHODS]  # the attention methods are for ViTs: gallery_vit.png
+    cams = {method: grad_cam(model, images, ["features"], method=method)["features"] for method in cnn_methods}
     save_image(rows_of_methods(display, cams, predicted), os.path.join(args.out, "gallery_cams.png"))
     settings = {
         "occlusion": {"sliding_window_shapes": (3, 6, 6), "strides": (3, 3, 3)},

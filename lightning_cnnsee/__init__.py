@@ -26,6 +26,8 @@ _WHERE = {
     "RunParts": "lightning_cnnsee.callback.run_config",
     "attribute": "lightning_cnnsee.explain.attributions",
     "capture_activations": "lightning_cnnsee.explain.activations",
+    "default_cam": "lightning_cnnsee.explain.cam",
+    "feature_map": "lightning_cnnsee.explain.tokens",
     "channel": "lightning_cnnsee.explain.objectives",
     "diversity": "lightning_cnnsee.explain.objectives",
     "faithfulness": "lightning_cnnsee.explain.metrics",
@@ -42,6 +44,7 @@ _WHERE = {
     "replay": "lightning_cnnsee.callback.replay",
     "sanity_check": "lightning_cnnsee.explain.drift",
     "spearman": "lightning_cnnsee.explain.drift",
+    "token_layout": "lightning_cnnsee.explain.tokens",
     "visualize": "lightning_cnnsee.run.visualization",
 }
 __all__ = sorted(_WHERE)

@@ -1,7 +1,7 @@
 """A DDP fit on the CPU (gloo), run as a script by tests/test_distributed.py: Lightning's "ddp" strategy starts the
 other rank by running this file again, which it cannot do from inside pytest.
 
-Usage: python tests/ddp_fit.py OUT_DIR STRATEGY WITH_CNNSEE [PRECISION]
+Usage: python tests/ddp_fit.py OUT_DIR STRATEGY WITH_CNNSEE [PRECISION] [MODEL: cnn or vit]
 Rank 0 saves the final weights, the callback's fixed images and last results to OUT_DIR/result.pt.
 """
 
@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tiny import RecordingCNNSee, TinyClassifier, make_loaders  # noqa: E402
+from tiny import RecordingCNNSee, TinyClassifier, TinyViT, make_loaders  # noqa: E402
 
 import lightning_cnnsee.callback.cnnsee as callback_module  # noqa: E402
 import lightning_cnnsee.run.visualization as visualize_module  # noqa: E402
@@ -93,9 +93,10 @@ class WatchingWrapper(RecordingCNNSee):
 def main() -> None:
     out, strategy, mode = sys.argv[1], sys.argv[2], sys.argv[3]
     precision = sys.argv[4] if len(sys.argv) > 4 else "32-true"
+    vit = len(sys.argv) > 5 and sys.argv[5] == "vit"
     torch.set_num_threads(1)
     pl.seed_everything(0, workers=True)
-    train, val = make_loaders(count=64, batch_size=8)
+    train, val = make_loaders(count=64, batch_size=8, size=(32, 32) if vit else (16, 20))
     options = dict(ascent_steps=4, num_samples=6, every_n_epochs=1, every_n_steps=3, max_overhead=None)
     callbacks = {
         "none": [],
@@ -118,7 +119,7 @@ def main() -> None:
         enable_checkpointing=False,
         log_every_n_steps=1,
     )
-    model = TinyClassifier()
+    model = TinyViT() if vit else TinyClassifier()
     trainer.fit(model, train, val)
     if callbacks:
         with open(os.path.join(out, f"share_rank{trainer.global_rank}.txt"), "w") as handle:

@@ -26,11 +26,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def run_ddp(out, strategy: str, mode: str, precision: str = "32-true") -> tuple[dict, str]:
+def run_ddp(out, strategy: str, mode: str, precision: str = "32-true", model: str = "cnn") -> tuple[dict, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", PYTHONWARNINGS="always")
     env.pop("LOCAL_RANK", None)
     completed = subprocess.run(
-        [sys.executable, SCRIPT, str(out), strategy, mode, precision],
+        [sys.executable, SCRIPT, str(out), strategy, mode, precision, model],
         capture_output=True,
         text=True,
         timeout=TIMEOUT,

@@ -234,7 +234,7 @@ def test_several_cnnsee_in_one_trainer_keep_their_tags_state_and_checkpoints_apa
     assert sorted(tags) == [
         "cnnsee/acts/activations/net.0",
         "cnnsee/acts/activations/net.3",
-        "cnnsee/cam_method-gradcam/gradcam/net.4",
+        "cnnsee/cam_method-auto/gradcam/net.4",
         "cnnsee/cam_method-layercam/gradcam/net.4",
     ]
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["callbacks"]

@@ -69,6 +69,31 @@ class TinyClassifier(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=self.momentum)
 
 
+class TinyViT(TinyClassifier):
+    """A timm ViT of two blocks on 32x32 inputs (patch 8: a 4x4 grid after the class token), with dropout."""
+
+    def __init__(self, lr: float = 0.05, momentum: float = 0.9) -> None:
+        import timm
+
+        pl.LightningModule.__init__(self)
+        self.lr, self.momentum = lr, momentum
+        self.net = timm.create_model(
+            "vit_tiny_patch16_224",
+            pretrained=False,
+            img_size=32,
+            patch_size=8,
+            depth=2,
+            embed_dim=32,
+            num_heads=2,
+            num_classes=NUM_CLASSES,
+            drop_rate=0.1,
+        )
+        self.example_input_array = torch.zeros(1, 3, 32, 32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 class RecordingCNNSee(CNNSee):
     """CNNSee that keeps the results of its last run that produced some (on rank 0), for tests to look at."""
 

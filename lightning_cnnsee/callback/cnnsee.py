@@ -57,7 +57,19 @@ from lightning_cnnsee.vocabulary.choices import TECHNIQUES
 from lightning_cnnsee.vocabulary.tags import make_tag
 
 Technique = Literal["gradcam", "attributions", "filters", "classes", "activations", "faithfulness", "drift"]
-CamMethod = Literal["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "scorecam", "ablationcam", "eigencam"]
+CamMethod = Literal[
+    "auto",
+    "gradcam",
+    "gradcam++",
+    "xgradcam",
+    "layercam",
+    "hirescam",
+    "scorecam",
+    "ablationcam",
+    "eigencam",
+    "gradient_rollout",
+    "attention_rollout",
+]
 AttributionMethod = Literal[
     "saliency",
     "input_x_gradient",
@@ -91,13 +103,18 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
             map at the baseline run and at the previous run; a map that hardly changes while the model learns fails
             the randomization sanity check, said once). All but ``"attributions"`` by default.
         layers: layer names (from ``model.named_modules()``) for Grad-CAM, filters and activations at once.
-        gradcam_layers: layers for Grad-CAM (overrides ``layers``); each must output a (N, C, H, W) map.
+        gradcam_layers: layers for Grad-CAM (overrides ``layers``); each must output a (N, C, H, W) map, a Swin
+            stage's (N, H, W, C) or a transformer's tokens (N, L, C) (read on the patch grid); for the rollout
+            methods, layers holding a ViT's attention (``"net.blocks"``).
         filter_layers: conv layers for filter ascent (overrides ``layers``).
         activation_layers: layers whose feature maps are shown (overrides ``layers``).
         class_layer: the layer whose units are the classes (default: the last ``nn.Linear`` with one unit per
             class; without one, the model's output logits).
         cam_method: ``"gradcam"``, ``"gradcam++"``, ``"xgradcam"``, ``"layercam"``, ``"hirescam"``, or a
-            gradient-free ``"scorecam"``, ``"ablationcam"``, ``"eigencam"``.
+            gradient-free ``"scorecam"``, ``"ablationcam"``, ``"eigencam"``, or for a ViT ``"gradient_rollout"``
+            (Chefer et al., 2021) or ``"attention_rollout"`` (Abnar and Zuidema, 2020) on the layer holding its
+            blocks. ``"auto"``: Grad-CAM for a CNN or Swin, ``"attention_rollout"`` for a ViT, chosen by
+            measurement (``benchmarks/transformers.py``; said once at setup).
         cam_scale: ``"batch"`` (one colour scale for all heat maps of a run, so weak maps look weak) or
             ``"image"`` (each map stretched to its own maximum).
         cam_alpha: heat-map opacity over the image, in [0, 1].
@@ -161,7 +178,7 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
         filter_layers: list[str] | None = None,
         activation_layers: list[str] | None = None,
         class_layer: str | None = None,
-        cam_method: CamMethod = "gradcam",
+        cam_method: CamMethod = "auto",
         cam_scale: Literal["batch", "image"] = "batch",
         cam_alpha: float = 0.5,
         num_filters: int = 8,

@@ -18,11 +18,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from lightning_cnnsee.explain.hooks import eval_mode, record_outputs, stop_after
+from lightning_cnnsee.explain.hooks import eval_mode, get_modules, record_outputs, stop_after
+from lightning_cnnsee.explain.tokens import feature_map, token_layout
 
 
 def capture_activations(model: nn.Module, images: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
-    """Feature maps (N, C, h, w) of ``images`` at each layer, detached, from one forward pass in eval mode.
+    """Feature maps (N, C, h, w) of ``images`` at each layer, detached, from one forward pass in eval mode; a
+    transformer's tokens on their patch grid and its (N, H, W, C) stages permuted (see
+    :func:`~lightning_cnnsee.explain.tokens.feature_map`).
 
     The forward pass stops as soon as the deepest requested layer has run. The model's train/eval flags are
     restored afterwards.
@@ -35,10 +38,12 @@ def capture_activations(model: nn.Module, images: Tensor, layers: Sequence[str])
         with stop_after(model, layers):
             model(images)
     result = {}
+    layout = token_layout(model, images.shape[-2:])
+    modules = get_modules(model, layers)
     for name in layers:
         output = recorded.get(name)
-        if not isinstance(output, Tensor) or output.ndim != 4:
-            shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
-            raise ValueError(f"Activation layer {name!r} must output a (N, C, H, W) map, but it gave {shape}.")
-        result[name] = output
+        try:
+            result[name] = feature_map(output, layout, modules[name])  # type: ignore[arg-type]
+        except ValueError as error:
+            raise ValueError(f"Activation layer {name!r} must output a (N, C, H, W) map, but {error}.") from None
     return result

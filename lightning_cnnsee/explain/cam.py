@@ -35,10 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_cnnsee.explain.attention import ATTENTION_CAM_METHODS, attention_cams
 from lightning_cnnsee.explain.hooks import eval_mode, get_modules, gradients_enabled, graph_from, record_outputs
-from lightning_cnnsee.explain.layers import OutputKey
+from lightning_cnnsee.explain.layers import OutputKey, pick_layers
 from lightning_cnnsee.explain.targets import Score, Targets, check_kind, model_kind, score_function, select_scores
 from lightning_cnnsee.explain.targets import resolve_targets as _resolve_targets
+from lightning_cnnsee.explain.tokens import TokenLayout, feature_map, from_feature_map, token_layout
 
 _EPS = 1e-7
 DEFAULT_BATCH_SIZE = 32  # masked / ablated inputs per forward pass: torchcam's and pytorch-grad-cam's default
@@ -121,6 +123,8 @@ class _Probe:
     batch_size: int
     output_key: OutputKey
     one_image_upstream: bool | None = None  # None: not tried yet (see forward_replacing)
+    raw: Tensor | None = None  # the layer's own output when ``activation`` is its (N, C, h, w) view (tokens, NHWC)
+    layout: TokenLayout | None = None
 
     def forward(self, inputs: Tensor) -> Tensor:
         return select_scores(self.model(inputs), self.output_key)
@@ -136,6 +140,8 @@ class _Probe:
         """
         batch = replacement.shape[0]
         single = self.images[image : image + 1]
+        if self.raw is not None and self.layout is not None:  # back to the layer's own layout (tokens, NHWC)
+            replacement = from_feature_map(replacement, self.raw[image : image + 1], self.layout, self.layer)
         if self.one_image_upstream is not False:
             try:
                 scores = self._replaced(single, replacement)
@@ -282,14 +288,15 @@ GRADIENT_FREE_CAM_METHODS: dict[str, Callable[[_Probe], list[Tensor]]] = {
     "eigencam": _eigencam,
 }
 
-ALL_CAM_METHODS: tuple[str, ...] = (*CAM_METHODS, *GRADIENT_FREE_CAM_METHODS)
+ALL_CAM_METHODS: tuple[str, ...] = (*CAM_METHODS, *GRADIENT_FREE_CAM_METHODS, *ATTENTION_CAM_METHODS)
 
 
 def check_cam_method(method: str) -> str:
     """Return ``method`` if it is known; raise ``ValueError`` naming the valid choices otherwise.
 
     Args:
-        method: a gradient method of :data:`CAM_METHODS` or a gradient-free one of :data:`GRADIENT_FREE_CAM_METHODS`.
+        method: a gradient method of :data:`CAM_METHODS`, a gradient-free one of :data:`GRADIENT_FREE_CAM_METHODS`,
+            or an attention method of :data:`~lightning_cnnsee.explain.attention.ATTENTION_CAM_METHODS`.
 
     Example::
 
@@ -301,22 +308,61 @@ def check_cam_method(method: str) -> str:
     return method
 
 
+def default_cam(model: nn.Module, images: Tensor, *, output_key: OutputKey = None) -> tuple[list[str], str]:
+    """The layers and method that ``layers=None`` means, the same as CNNSee's at defaults: one eval-mode pass on the
+    first image with :func:`~lightning_cnnsee.explain.layers.pick_layers`.
+
+    Example::
+
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+        >>> default_cam(model, torch.rand(2, 3, 8, 8))
+        (['1'], 'gradcam')
+    """
+    with eval_mode(model), torch.no_grad():
+        picks = pick_layers(model, images[:1], output_key=output_key)
+    if not picks.gradcam:
+        raise ValueError(
+            f"No layer of {type(model).__name__} gives a feature map larger than 1x1 for a "
+            f"{tuple(images.shape[-2:])} input; pass layers=[...] (names of model.named_modules())."
+        )
+    return picks.gradcam, picks.cam_method
+
+
 def _check_batch_size(batch_size: int) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
     return batch_size
 
 
-def _feature_maps(recorded: dict[str, object], layers: list[str]) -> list[Tensor]:
+def _feature_maps(
+    recorded: dict[str, object], layers: list[str], layout: TokenLayout, modules: dict[str, nn.Module]
+) -> list[Tensor]:
+    """Each layer's output as (N, C, h, w): a feature map as it is, a transformer's tokens on their patch grid, a
+    Swin stage's (N, H, W, C) permuted (see :func:`~lightning_cnnsee.explain.tokens.feature_map`)."""
+    maps = []
     for name in layers:
         activation = recorded.get(name)
-        if not isinstance(activation, Tensor) or activation.ndim != 4:
-            shape = tuple(activation.shape) if isinstance(activation, Tensor) else type(activation).__name__
+        try:
+            maps.append(feature_map(activation, layout, modules[name]))  # type: ignore[arg-type]
+        except ValueError as error:
             raise ValueError(
-                f"CAM layer {name!r} must output a (N, C, H, W) feature map, but it gave {shape}; "
-                "choose a convolutional layer or block."
-            )
-    return [recorded[name] for name in layers]  # type: ignore[misc]
+                f"CAM layer {name!r} must output a (N, C, H, W) feature map, (N, H, W, C) stage or (N, tokens, C) "
+                f"of a transformer, but {error}; choose a convolutional layer, a block or a stage."
+            ) from None
+    return maps
+
+
+def _as_maps(
+    gradients: Sequence[Tensor | None],
+    layers: list[str],
+    layout: TokenLayout,
+    modules: dict[str, nn.Module],
+) -> list[Tensor | None]:
+    """The gradients laid out as :func:`_feature_maps` lays out the activations (the same reshape)."""
+    return [
+        None if gradient is None else feature_map(gradient, layout, modules[name])
+        for name, gradient in zip(layers, gradients, strict=True)
+    ]
 
 
 def _kind_of(scores: Tensor, kind: str | None) -> str:
@@ -333,19 +379,21 @@ def _gradient_cams(
     output_key: OutputKey,
 ) -> tuple[list[dict[str, Tensor]], Tensor]:
     combine = CAM_METHODS[method]
+    layout = token_layout(model, images.shape[-2:])
+    modules = get_modules(model, layers)
     with gradients_enabled(), eval_mode(model), record_outputs(model, layers) as recorded:
         inputs = images.clone() if images.is_inference() else images.detach()
         with graph_from(model, layers):  # nothing below the first CAM layer is differentiated
             scores = select_scores(model(inputs), output_key)
         kind = _kind_of(scores, kind)
-        activations = _feature_maps(recorded, layers)
+        activations = _feature_maps(recorded, layers, layout, modules)
+        raw = [recorded[name] for name in layers]
         score_functions = [score_function(scores, targets, kind) for targets in target_sets]
         gradient_sets = []
         for index, score in enumerate(score_functions):
             last = index == len(score_functions) - 1
-            gradient_sets.append(
-                torch.autograd.grad(score(scores).sum(), activations, allow_unused=True, retain_graph=not last)
-            )
+            found = torch.autograd.grad(score(scores).sum(), raw, allow_unused=True, retain_graph=not last)
+            gradient_sets.append(_as_maps(found, layers, layout, modules))
     results = []
     for gradients in gradient_sets:
         cams = {}
@@ -369,16 +417,19 @@ def _gradient_free_cams(
 ) -> tuple[list[dict[str, Tensor]], Tensor]:
     weigh = GRADIENT_FREE_CAM_METHODS[method]
     modules = get_modules(model, layers)
+    layout = token_layout(model, images.shape[-2:])
     per_layer = []
     with eval_mode(model), torch.inference_mode():
         with record_outputs(model, layers, detach=True) as recorded:
             scores = select_scores(model(images), output_key)
         kind = _kind_of(scores, kind)
-        activations = _feature_maps(recorded, layers)
+        activations = _feature_maps(recorded, layers, layout, modules)
         score_functions = [score_function(scores, targets, kind) for targets in target_sets]
         baselines = [score(scores) for score in score_functions]
         for name, activation in zip(layers, activations, strict=True):
             probe = _Probe(model, images, modules[name], activation, score_functions, baselines, batch_size, output_key)
+            if recorded[name] is not activation:
+                probe.raw, probe.layout = recorded[name], layout  # type: ignore[assignment]
             per_layer.append(weigh(probe))
     with torch.inference_mode(False), torch.no_grad():  # cloned outside inference mode: ordinary tensors
         results = [
@@ -391,9 +442,9 @@ def _gradient_free_cams(
 def cams_for_targets(
     model: nn.Module,
     images: Tensor,
-    layers: Sequence[str],
+    layers: Sequence[str] | None,
     target_sets: Sequence[Targets],
-    method: str = "gradcam",
+    method: str | None = None,
     *,
     kind: str | None = None,
     output_key: OutputKey = None,
@@ -421,8 +472,13 @@ def cams_for_targets(
         >>> predicted["1"].shape, logits.shape
         (torch.Size([2, 6, 6]), torch.Size([2, 3]))
     """
-    method = check_cam_method(method)
+    if layers is None:
+        layers, chosen = default_cam(model, images, output_key=output_key)
+        method = chosen if method is None else method
+    method = check_cam_method("gradcam" if method is None else method)
     layers = list(layers)
+    if method in ATTENTION_CAM_METHODS:
+        return attention_cams(model, images, layers, target_sets, method, kind=kind, output_key=output_key)
     if method in CAM_METHODS:
         return _gradient_cams(model, images, layers, target_sets, method, kind, output_key)
     batch_size = _check_batch_size(batch_size)
@@ -432,9 +488,9 @@ def cams_for_targets(
 def cams_and_logits(
     model: nn.Module,
     images: Tensor,
-    layers: Sequence[str],
+    layers: Sequence[str] | None,
     targets: Targets = None,
-    method: str = "gradcam",
+    method: str | None = None,
     *,
     kind: str | None = None,
     output_key: OutputKey = None,
@@ -463,9 +519,9 @@ def cams_and_logits(
 def cam(
     model: nn.Module,
     images: Tensor,
-    layers: Sequence[str],
+    layers: Sequence[str] | None,
     targets: Targets = None,
-    method: str = "gradcam",
+    method: str | None = None,
     *,
     kind: str | None = None,
     output_key: OutputKey = None,
@@ -480,13 +536,22 @@ def cam(
         model: any ``nn.Module`` returning scores: logits (N, C) of a classifier or multi-label model, or (N, C, H, W)
             of a segmentation model (a tensor, or inside a tuple or dict, see ``output_key``).
         images: input batch (N, C, H, W), already normalized as the model expects.
-        layers: names from ``model.named_modules()`` whose outputs are (N, C, h, w) maps.
+        layers: names from ``model.named_modules()`` whose outputs are (N, C, h, w) maps, a Swin stage's
+            (N, h, w, C) or a transformer's (N, tokens, C) (on the patch grid, without the class, distillation and
+            register tokens: see :mod:`~lightning_cnnsee.explain.tokens`); for the attention methods, layers holding
+            the attention modules to roll out (timm ``"blocks"``, torchvision ``"encoder.layers"``). ``None``: the
+            layer and method CNNSee chooses (:func:`~lightning_cnnsee.explain.layers.default_cam`): the last
+            convolutional block with Grad-CAM for a CNN and a Swin's last stage larger than 1x1, the blocks with
+            ``"attention_rollout"`` for a ViT (measured in ``benchmarks/transformers.py``).
         targets: ``None`` for each image's prediction (top class; top label; class predicted on the most pixels), an
             int for one class for every image, or N class indices (a LongTensor or list). For several labels of one
             multi-label image, repeat the image: :func:`lightning_cnnsee.explain.targets.multilabel_targets` lists
             the pairs.
         method: gradient methods ``"gradcam"``, ``"gradcam++"``, ``"xgradcam"``, ``"layercam"``, ``"hirescam"``;
-            gradient-free ``"scorecam"``, ``"ablationcam"``, ``"eigencam"``.
+            gradient-free ``"scorecam"``, ``"ablationcam"``, ``"eigencam"``; attention methods of vision
+            transformers ``"gradient_rollout"`` (Chefer et al., 2021) and ``"attention_rollout"`` (Abnar and
+            Zuidema, 2020), see :mod:`~lightning_cnnsee.explain.attention`. ``None``: ``"gradcam"`` on given
+            layers, the chosen method with ``layers=None``.
         kind: ``"classification"``, ``"multilabel"``, ``"segmentation"`` or ``"binary"`` (one logit: ``s`` for
             class 1, ``-s`` for class 0), which decides the score explained (see
             :mod:`lightning_cnnsee.explain.targets`); ``None`` infers it from the scores' shape

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from lightning_cnnsee.explain.tokens import TokenLayout, feature_map, is_attention, token_layout
+
 OutputKey = int | str | None
 
 
@@ -122,27 +124,38 @@ def select_output(output: object, key: OutputKey = None) -> torch.Tensor:
 
 @dataclass
 class LayerPicks:
-    """Layers chosen for each technique: Grad-CAM, filter ascent and activations (features), and classes."""
+    """Layers chosen for each technique: the CAM layers and method, filter ascent and activations (features), and
+    classes; ``output_shapes`` gives each layer's output as an (N, C, h, w) map where it is one (tokens on their
+    patch grid, NHWC stages permuted), its raw shape otherwise; ``reason`` says why the CAM was chosen."""
 
     gradcam: list[str] = field(default_factory=list)
     features: list[str] = field(default_factory=list)
     classes: str | None = None
     num_classes: int | None = None
     output_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    cam_method: str = "gradcam"
+    reason: str = "a CNN: Grad-CAM on the last feature map larger than 1x1"
+    rollout_layers: list[str] = field(default_factory=list)
 
 
 def trace_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Module, object, bool]]:
     """Run ``model`` once on ``example``; return ``(name, module, output, passes_through)`` in finishing order.
 
     ``passes_through`` is true when a layer returned its own input object (``nn.Identity``, ``nn.Dropout`` in eval
-    mode, an in-place activation): such a layer adds nothing worth looking at.
+    mode, an in-place activation) or a view of all of it (a permutation): such a layer adds nothing worth looking at.
     """
     order: list[tuple[str, nn.Module, object, bool]] = []
     handles = []
 
     def make_hook(name: str):
         def hook(module: nn.Module, args: tuple, output: object) -> None:
-            passes_through = bool(args) and output is args[0]
+            first = args[0] if args else None
+            passes_through = output is first or (  # or a view of its input (torchvision Swin's final permute)
+                isinstance(output, torch.Tensor)
+                and isinstance(first, torch.Tensor)
+                and output.numel() == first.numel()
+                and output.data_ptr() == first.data_ptr()
+            )
             order.append((name, module, output, passes_through))
 
         return hook
@@ -182,17 +195,26 @@ def pick_layers(
       block that made the map is named; a segmentation model's output layer is not a candidate.
     - Filters and activations: ``num_feature_layers`` ``nn.Conv2d`` layers spread from the first to the last.
     - Classes: the last ``nn.Linear`` layer whose output has as many units as the logits.
+
+    A transformer (see :func:`~lightning_cnnsee.explain.tokens.token_layout`) has its layers' tokens and (N, H, W, C)
+    stages read as maps. One whose every self-attention spans the whole patch grid (ViT, DeiT, register tokens) gets
+    the layer holding its blocks with ``cam_method="attention_rollout"``: Grad-CAM on its last token layer sees no
+    gradient on the patch tokens of a class-token model, and on the tiny ViT of ``benchmarks/transformers.py``
+    attention rollout points at the deciding patch most often (0.91 against 0.76 for the gradient-weighted rollout
+    and 0.44 for Grad-CAM on ``blocks[-1].norm1``), at the lowest cost. One with windowed attention (Swin) gets
+    Grad-CAM on its last stage larger than 1x1. Filters and activations are spread over the blocks or stages.
     """
     order = trace_layers(model, example)
+    layout = token_layout(model, example.shape[-2:])
+    maps = _map_shapes(order[:-1], layout)
     logits = select_output(order[-1][2], output_key)
     num_classes = int(logits.shape[1]) if logits.ndim in (2, 4) else None  # (N, C) or segmentation's (N, C, H, W)
     picks = LayerPicks(num_classes=num_classes)
     spatial = [
         name
         for name, module, out, passes_through in order[:-1]
-        if isinstance(out, torch.Tensor)
-        and out.ndim == 4
-        and out.shape[-1] * out.shape[-2] > 1
+        if name in maps
+        and maps[name][-1] * maps[name][-2] > 1
         and not passes_through
         and out is not logits  # a segmentation model's output layer: the map explains itself
     ]
@@ -202,6 +224,19 @@ def pick_layers(
         if isinstance(module, nn.Conv2d) and name not in convs:
             convs.append(name)
     picks.features = spread(convs, num_feature_layers)
+    if layout.transformer:
+        picks.features = spread(_blocks(model, maps), num_feature_layers) or picks.features
+        blocks, attentions = _global_attention(order[:-1], layout, named_layers(model))
+        picks.rollout_layers = _holders(attentions, named_layers(model)) if blocks else []
+        if blocks is not None:
+            picks.gradcam, picks.cam_method = [blocks], "attention_rollout"
+            picks.reason = (
+                "a ViT: every attention spans the patch grid, and attention rollout pointed at the deciding patch "
+                "most often, at the lowest cost (benchmarks/transformers.py); cam_method='gradient_rollout' gives "
+                "class-specific maps"
+            )
+        else:
+            picks.reason = "a transformer with windowed attention: Grad-CAM on its last stage larger than 1x1"
     for name, module, out, _ in reversed(order[:-1]):
         if (
             logits.ndim == 2
@@ -211,7 +246,73 @@ def pick_layers(
         ):
             picks.classes = name
             break
+    if layout.readout is not None and len(layout.readout) > 1:
+        picks.classes = None  # DeiT averages two heads: class patterns ascend the model's output
     picks.output_shapes = {
-        name: tuple(out.shape) for name, module, out, _ in order[:-1] if isinstance(out, torch.Tensor)
+        name: maps.get(name, tuple(out.shape)) for name, module, out, _ in order[:-1] if isinstance(out, torch.Tensor)
     }
     return picks
+
+
+def _map_shapes(order: list[tuple[str, nn.Module, object, bool]], layout: TokenLayout) -> dict[str, tuple[int, ...]]:
+    """``{name: (N, C, h, w)}`` of the layers whose output is a map (see
+    :func:`~lightning_cnnsee.explain.tokens.feature_map`)."""
+    shapes = {}
+    for name, module, out, _ in order:
+        if isinstance(out, torch.Tensor) and (out.ndim == 4 or (layout.transformer and out.ndim == 3)):
+            try:
+                shapes[name] = tuple(feature_map(out, layout, module).shape)
+            except ValueError:
+                continue
+    return shapes
+
+
+def _blocks(model: nn.Module, maps: dict[str, tuple[int, ...]]) -> list[str]:
+    """The children of a transformer's sequence of blocks or stages that output maps: the shallowest
+    ``nn.Sequential`` or ``nn.ModuleList`` with such children, the one with most of them among equals (timm
+    ``blocks`` or ``layers``, torchvision ``encoder.layers`` or ``features``)."""
+    layers = named_layers(model)
+    children: dict[str, list[str]] = {}
+    for name in maps:
+        parent, _, _ = name.rpartition(".")
+        if parent and isinstance(layers.get(parent), (nn.Sequential, nn.ModuleList)):
+            children.setdefault(parent, []).append(name)
+    found = [(parent.count("."), -len(names), parent) for parent, names in children.items()]
+    return children[min(found)[2]] if found else []
+
+
+def _holders(names: list[str], layers: dict[str, nn.Module]) -> list[str]:
+    """The layers holding one or more of the attention modules ``names`` (themselves included), outermost first."""
+    found = {".".join(name.split(".")[:end]) for name in names for end in range(1, name.count(".") + 2)}
+    return sorted((name for name in found if name in layers), key=lambda name: (name.count("."), name))
+
+
+def _global_attention(
+    order: list[tuple[str, nn.Module, object, bool]], layout: TokenLayout, layers: dict[str, nn.Module]
+) -> tuple[str | None, list[str]]:
+    """The layer holding every self-attention of a model whose attentions all span its prefix and patch tokens and
+    their names, or ``(None, [])``: the common parent of their names, or the sequence of blocks above it (a ViT of
+    one block: ``blocks``, not ``blocks.0.attn``)."""
+    if layout.grid is None:
+        return None, []
+    tokens = layout.prefix + layout.grid[0] * layout.grid[1]
+    names = []
+    for name, module, out, _ in order:
+        if not is_attention(module):
+            continue
+        out = out[0] if isinstance(out, (tuple, list)) and out else out
+        if not isinstance(out, torch.Tensor) or out.ndim != 3 or out.shape[1] != tokens:
+            return None, []
+        names.append(name)
+    if not names:
+        return None, []
+    parts = [name.split(".") for name in names]
+    common = []
+    for pieces in zip(*parts, strict=False):
+        if len(set(pieces)) > 1:
+            break
+        common.append(pieces[0])
+    for end in range(len(common), 0, -1):
+        if isinstance(layers.get(".".join(common[:end])), (nn.Sequential, nn.ModuleList)):
+            return ".".join(common[:end]), names
+    return ".".join(common) or None, names

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from lightning_cnnsee.explain.hooks import StopForward, get_modules, record_outputs
 from lightning_cnnsee.explain.layers import OutputKey, select_output
+from lightning_cnnsee.explain.tokens import feature_map, token_layout
 
 Layer = str | None
 """A layer name of ``model.named_modules()``, or ``None`` for the model's output."""
@@ -368,6 +369,19 @@ def _check_channel_range(output: Tensor, channels: list[int | None], layer: Laye
         )
 
 
+def as_channels_first(model: nn.Module, module: nn.Module, value: Tensor, image_size: Sequence[int]) -> Tensor:
+    """A transformer layer's output as (N, C, h, w) (tokens on their patch grid, NHWC stages permuted, see
+    :func:`~lightning_cnnsee.explain.tokens.feature_map`), so that channel ``n`` is a channel; any other output
+    as it is."""
+    layout = token_layout(model, image_size)
+    if not layout.transformer or value.ndim not in (3, 4):
+        return value
+    try:
+        return feature_map(value, layout, module)
+    except ValueError:
+        return value
+
+
 @contextlib.contextmanager
 def forward_to(
     model: nn.Module, layers: Sequence[Layer], *, output_key: OutputKey = None
@@ -409,6 +423,7 @@ def forward_to(
         return hook
 
     handles = []
+    modules = get_modules(model, names)
     with record_outputs(model, names) as recorded:
         try:
             if not to_output:  # registered after record_outputs' hooks, so those have recorded when this one stops
@@ -432,7 +447,7 @@ def forward_to(
                     if not isinstance(value, Tensor) or value.ndim < 2:
                         shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
                         raise ValueError(f"Objective layer {name!r} must output (N, C, ...), but it gave {shape}.")
-                    outputs[name] = value
+                    outputs[name] = as_channels_first(model, modules[name], value, inputs.shape[-2:])
                 return outputs
 
             yield forward

@@ -24,7 +24,14 @@ from typing import Any
 
 from lightning_cnnsee.explain.attributions import ATTRIBUTION_METHODS
 from lightning_cnnsee.explain.cam import check_cam_method
-from lightning_cnnsee.vocabulary.choices import ALL_TECHNIQUES, CAM_SCALES, MODEL_KINDS, PARAMETERIZATIONS, TECHNIQUES
+from lightning_cnnsee.vocabulary.choices import (
+    ALL_TECHNIQUES,
+    AUTO_CAM_METHOD,
+    CAM_SCALES,
+    MODEL_KINDS,
+    PARAMETERIZATIONS,
+    TECHNIQUES,
+)
 from lightning_cnnsee.vocabulary.tags import KINDS, safe_path_part
 
 
@@ -127,7 +134,7 @@ class Options:
     filter_layers: list[str] | None = None
     activation_layers: list[str] | None = None
     class_layer: str | None = None
-    cam_method: str = "gradcam"
+    cam_method: str = AUTO_CAM_METHOD
     cam_scale: str = "batch"
     cam_alpha: float = 0.5
     num_filters: int = 8
@@ -173,9 +180,10 @@ class Options:
             whole_number(option, getattr(self, option), 1)
         choice("model_kind", self.model_kind, MODEL_KINDS)
         try:
-            check_cam_method(self.cam_method)
+            if self.cam_method != AUTO_CAM_METHOD:
+                check_cam_method(self.cam_method)
         except ValueError as error:
-            raise _fail("cam_method", self.cam_method, str(error).rstrip(".")) from None
+            raise _fail("cam_method", self.cam_method, f"{str(error).rstrip('.')} or {AUTO_CAM_METHOD!r}") from None
         choice("cam_scale", self.cam_scale, CAM_SCALES)
         choice("parameterization", self.parameterization, PARAMETERIZATIONS)
         if (

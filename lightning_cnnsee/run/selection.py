@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from lightning_cnnsee.explain.attention import ATTENTION_CAM_METHODS
 from lightning_cnnsee.explain.hooks import eval_mode, gradients_enabled
 from lightning_cnnsee.explain.layers import LayerPicks, device_and_dtype, pick_layers, resolve_layer_names
 from lightning_cnnsee.run.options import Options
+from lightning_cnnsee.vocabulary.choices import AUTO_CAM_METHOD
 
 
 @dataclass
@@ -38,11 +40,15 @@ class LayerChoice:
     classes: str | None = None
     num_classes: int | None = None
     output_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    cam_method: str = "gradcam"
+    reason: str = ""
+    rollout_layers: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
+        why = f" ({self.reason})" if self.reason else ""
         return (
-            f"Grad-CAM {self.gradcam}, filters {self.filters}, activations {self.activations}, classes "
-            f"{self.classes or 'model output'} ({self.num_classes} classes)"
+            f"CAM {self.cam_method} on {self.gradcam}{why}, filters {self.filters}, activations {self.activations}, "
+            f"classes {self.classes or 'model output'} ({self.num_classes} classes)"
         )
 
 
@@ -84,7 +90,15 @@ def adopt_picks(picks: LayerPicks, options: Options, channels: int) -> LayerChoi
         classes=options.class_layer or picks.classes,
         num_classes=picks.num_classes,
         output_shapes=picks.output_shapes,
+        rollout_layers=picks.rollout_layers,
     )
+    user_layers = bool(options.gradcam_layers or options.layers)
+    if options.cam_method != AUTO_CAM_METHOD:
+        choice.cam_method, choice.reason = options.cam_method, "cam_method given"
+    elif user_layers:
+        choice.cam_method, choice.reason = "gradcam", "cam_method='auto' on the layers given"
+    else:
+        choice.cam_method, choice.reason = picks.cam_method, picks.reason
     _check(choice, options, channels)
     return choice
 
@@ -104,6 +118,14 @@ def _check(choice: LayerChoice, options: Options, channels: int) -> None:
                 )
 
     techniques = options.techniques
+    if "gradcam" in techniques and choice.cam_method in ATTENTION_CAM_METHODS:
+        bad = [name for name in choice.gradcam if name not in choice.rollout_layers]
+        if bad:
+            raise ValueError(
+                f"CNNSee(cam_method={choice.cam_method!r}): layers {bad} hold no self-attention of a ViT (attention "
+                f"spanning the patch grid); layers that do: {choice.rollout_layers[:8]}. Use a CAM method "
+                "such as 'gradcam' for a CNN or a Swin."
+            )
     if "gradcam" in techniques:
         require_maps("gradcam_layers", choice.gradcam)
     if "activations" in techniques:

@@ -167,9 +167,7 @@ def _explain(
         target_sets = [None] if labels is None else [None, labels]
         if cams:
             with contained(results, "gradcam", options.strict):
-                cam_sets, _ = cams_for_targets(
-                    module, inputs, choice.gradcam, target_sets, options.cam_method, **common
-                )
+                cam_sets, _ = cams_for_targets(module, inputs, choice.gradcam, target_sets, choice.cam_method, **common)
                 results.cams_predicted = cam_sets[0]
                 results.cams_true = cam_sets[1] if len(cam_sets) > 1 else {}
         if "attributions" in options.techniques:
@@ -190,7 +188,7 @@ def _explain(
     if cams and image_index.numel():
         with contained(results, "gradcam", options.strict):
             (results.pair_cams,), _ = cams_for_targets(
-                module, inputs[image_index], choice.gradcam, [class_index], options.cam_method, **common
+                module, inputs[image_index], choice.gradcam, [class_index], choice.cam_method, **common
             )
 
 

@@ -17,5 +17,8 @@ PARAMETERIZATIONS = ("fft", "pixel")
 #: Every technique; all but ``"attributions"`` are on by default.
 ALL_TECHNIQUES = ("gradcam", "attributions", "filters", "classes", "activations", "faithfulness", "drift")
 TECHNIQUES = ("gradcam", "filters", "classes", "activations", "faithfulness", "drift")
+#: ``cam_method="auto"``: the method measured best for the architecture (``benchmarks/transformers.py``): Grad-CAM for
+#: CNNs and windowed-attention transformers (Swin), attention rollout for ViTs.
+AUTO_CAM_METHOD = "auto"
 #: What kind of model CNNSee explains (``"auto"``: found from the output and the labels).
 MODEL_KINDS = ("auto", "classification", "multilabel", "segmentation", "binary")
