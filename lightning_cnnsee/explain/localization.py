@@ -228,10 +228,19 @@ def pointing_game(maps: Tensor, masks: Tensor, tolerance: float | None = None) -
 
 class SharedSpot(NamedTuple):
     """Where the maps of a set of images agree: ``area``, the smallest share of the image that holds half of the
-    mean map's mass; ``edge``, how far that spot lies from the centre (0: the centre, 1: the border)."""
+    mean map's mass; ``edge``, how far that spot lies from the centre (0: the centre, 1: the border);
+    ``agreement``, how much of it one image's map already explains (1: every map the same spot)."""
 
     area: float
     edge: float
+    agreement: float
+
+
+def _spot(values: Tensor) -> Tensor:
+    """The indices of the smallest set of the largest of ``values`` (flat, >= 0) holding ``SPOT_MASS`` of their sum."""
+    sorted_values, order = values.sort(descending=True)
+    before = sorted_values.cumsum(0) - sorted_values  # the mass of the larger values before each one
+    return order[before < SPOT_MASS * float(sorted_values.sum())]
 
 
 def shared_spot(maps: Tensor, size: tuple[int, int]) -> SharedSpot:
@@ -244,13 +253,18 @@ def shared_spot(maps: Tensor, size: tuple[int, int]) -> SharedSpot:
 
     - ``area`` is the spot's share of the image: 0.5 for maps spread evenly; small only when the images' maps
       concentrate on the same few pixels (maps on objects at different places spread the mean map out).
+    - ``agreement`` is the median over the images of the area of each image's own spot (the same definition on its
+      own map) divided by ``area``, at most 1: near 1 when every image's map sits on the same spot, about 1/k when
+      the maps sit on k different places (sharp maps on objects at different places have a small mean spot too,
+      but a low agreement).
     - ``edge`` is the mean, weighted by the mean map over the spot, of each pixel's distance from the image's centre
       in the max norm, ``max(|x - cx| / (W / 2), |y - cy| / (H / 2))``: 0 at the centre, 1 at the border. It is the
       centre prior: data sets frame their objects near the middle, so maps that agree there are expected, while a
       spot at a border or corner is where watermarks, tags, rulers and padding sit.
 
-    A shortcut's signature is a small ``area`` with a large ``edge`` (CNNSee warns below 0.1 and above 0.6). Maps
-    without positive mass are left out; with fewer than two maps left, both are NaN.
+    A shortcut's signature is a small ``area``, a large ``edge`` and a high ``agreement`` (CNNSee warns at an area
+    of at most 0.1, an edge of at least 0.6 and an agreement of at least 0.5). Maps without positive mass are left
+    out; with fewer than two maps left, all three are NaN.
 
     Args:
         maps: (N, h, w) maps or (N, C, h, w) attributions of N different images.
@@ -261,22 +275,22 @@ def shared_spot(maps: Tensor, size: tuple[int, int]) -> SharedSpot:
         >>> maps = torch.zeros(4, 6, 6)
         >>> maps[:, 0, 0] = 1.0  # every image's map on the top-left cell
         >>> spot = shared_spot(maps, (48, 48))
-        >>> round(spot.area, 3), round(spot.edge, 2)
-        (0.015, 0.92)
+        >>> round(spot.area, 3), round(spot.edge, 2), spot.agreement
+        (0.015, 0.92, 1.0)
     """
     shown = display_maps(maps, size)
     mass = shown.sum(dim=(1, 2))
     shown = shown[mass > 0] / mass[mass > 0][:, None, None]
     if shown.shape[0] < 2:
-        return SharedSpot(float("nan"), float("nan"))
+        return SharedSpot(float("nan"), float("nan"), float("nan"))
     mean = shown.double().mean(dim=0)
     height, width = mean.shape
     ys = (torch.arange(height, dtype=torch.float64, device=mean.device) + 0.5 - height / 2).abs() / (height / 2)
     xs = (torch.arange(width, dtype=torch.float64, device=mean.device) + 0.5 - width / 2).abs() / (width / 2)
     distance = torch.maximum(ys[:, None], xs[None, :]).flatten()
-    values, order = mean.flatten().sort(descending=True)
-    before = values.cumsum(0) - values  # the mass of the larger pixels before each one
-    spot = order[before < SPOT_MASS * float(values.sum())]
+    spot = _spot(mean.flatten())
     weights = mean.flatten()[spot]
     edge = float((weights * distance[spot]).sum() / weights.sum())
-    return SharedSpot(spot.numel() / mean.numel(), edge)
+    own = torch.tensor([_spot(image.double().flatten()).numel() for image in shown], dtype=torch.float64)
+    agreement = min(1.0, float(own.median()) / spot.numel())
+    return SharedSpot(spot.numel() / mean.numel(), edge, agreement)

@@ -15,7 +15,16 @@ CAM_SCALES = ("batch", "image")
 #: How filter ascent parameterizes the image it optimizes.
 PARAMETERIZATIONS = ("fft", "pixel")
 #: Every technique; all but ``"attributions"`` are on by default.
-ALL_TECHNIQUES = ("gradcam", "attributions", "filters", "classes", "activations", "faithfulness", "drift")
-TECHNIQUES = ("gradcam", "filters", "classes", "activations", "faithfulness", "drift")
+ALL_TECHNIQUES = (
+    "gradcam",
+    "attributions",
+    "filters",
+    "classes",
+    "activations",
+    "faithfulness",
+    "drift",
+    "localization",
+)
+TECHNIQUES = ("gradcam", "filters", "classes", "activations", "faithfulness", "drift", "localization")
 #: What kind of model CNNSee explains (``"auto"``: found from the output and the labels).
 MODEL_KINDS = ("auto", "classification", "multilabel", "segmentation")
