@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_cnnsee import CNNSee, energy_inside, object_area, object_masks, pointing_game, shared_spot
 from lightning_cnnsee.callback.compat import lightning as pl
+from lightning_cnnsee.render.images import render_gradcam
 from lightning_cnnsee.run.options import Options
 from lightning_cnnsee.run.visualization import PER_IMAGE_DICTS, gather_measures, visualize
 
@@ -337,3 +338,38 @@ def test_two_ranks_give_the_numbers_of_one_process():
     assert merged.measured_images == list(range(7))
     for metric, values in single.localization["features"].items():
         torch.testing.assert_close(merged.localization["features"][metric], values, equal_nan=True)
+
+
+def test_the_objects_are_outlined_on_the_gradcam_grid_and_nothing_else_changes():
+    images = torch.zeros(2, 3, 32, 32)
+    masks = object_masks(torch.tensor([[8.0, 8.0, 24.0, 24.0], [0.0, 0.0, 16.0, 16.0]]), count=2, size=(32, 32))
+    settings = dict(min_tile=32, alpha=0.0)
+    plain = render_gradcam(images, [torch.zeros(2, 4, 4)], ["a", "b"], **settings)
+    outlined = render_gradcam(images, [torch.zeros(2, 4, 4)], ["a", "b"], objects=masks, **settings)
+    changed = (outlined != plain).any(dim=0)
+    top, left = 2, 2  # make_grid's padding before the first tile
+    expected = torch.zeros(32, 32, dtype=torch.bool)
+    expected[8:24, 8:24] = True
+    expected[9:23, 9:23] = False  # a one-pixel outline of the box
+    assert torch.equal(changed[top : top + 32, left : left + 32], expected)
+    assert (outlined[:, top : top + 32, left : left + 32][:, expected] == 1.0).all()  # white
+
+
+def test_the_report_charts_the_object_measures_with_the_area_as_reference_and_the_spot_apart():
+    from pathlib import Path
+
+    from lightning_cnnsee.review.charts import charts_of
+    from lightning_cnnsee.review.runs import Run
+
+    scalars = {
+        f"cnnsee/localization/features/{metric}": [(0, 0.1), (8, 0.05)]
+        for metric in ("energy_inside", "object_area", "pointing_game", "spot_area", "spot_edge", "spot_agreement")
+    }
+    charts = {chart.title: chart for chart in charts_of([Run("a", Path("."), scalars=scalars)])}
+    assert sorted(charts) == ["localization · features · objects", "localization · features · spot"]
+    objects = charts["localization · features · objects"]
+    assert [(s.name, s.reference) for s in objects.series] == [
+        ("energy_inside", False),
+        ("pointing_game", False),
+        ("object_area", True),
+    ]

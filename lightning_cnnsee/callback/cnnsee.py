@@ -422,7 +422,12 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
                 results = gather_measures(results, lambda value: gather_objects(trainer, value))
             if rank == 0:
                 images = render_results(
-                    results, self.fixed.images, self.fixed.labels, self.options, instance=self.instance
+                    results,
+                    self.fixed.images,
+                    self.fixed.labels,
+                    self.options,
+                    instance=self.instance,
+                    objects=self.fixed.objects,
                 )
                 for tag, image in images.items():
                     self.sinks.add_image(tag, image, trainer.global_step)
