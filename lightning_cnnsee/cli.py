@@ -2,8 +2,9 @@
 
 Subcommands:
 
-- ``cnnsee demo --logdir DIR [--epochs N] [--seed S]``: train a small CNN on synthetic shapes with CNNSee logging
-  to TensorBoard under ``DIR`` (about a minute on a laptop CPU), then print the command that opens TensorBoard.
+- ``cnnsee demo --logdir DIR [--epochs N] [--seed S] [--leak]``: train a small CNN on synthetic shapes with CNNSee
+  logging to TensorBoard under ``DIR`` (about a minute on a laptop CPU), then print the command that opens
+  TensorBoard; ``--leak`` adds a class-coded corner marker, a shortcut CNNSee warns of.
 - ``cnnsee report LOGDIR [-o report.html] [--max-steps N]``: one self-contained HTML page of every run's CNNSee
   images under ``LOGDIR``, a step slider per tag, runs side by side, CNNSee's scalars as charts, hyper-parameters
   compared. ``LOGDIR`` may hold TensorBoard event files, CNNSee's PNG folders (``CSVLogger``, no logger) or an
@@ -82,13 +83,20 @@ def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="S",
         help="seed of the data, the weights and the data order (default: %(default)s)",
     )
+    parser.add_argument(
+        "--leak",
+        action="store_true",
+        help="put a class-coded marker in the corner of every image (a shortcut) and give CNNSee the shapes' "
+        "boxes: the model learns the marker and CNNSee warns of the shortcut (logs in DIR/demo-leak/version_N)",
+    )
     parser.set_defaults(handler=run_demo_command)
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
     from lightning_cnnsee import demo
 
-    trainer = demo.run_demo(args.logdir, max_epochs=args.epochs, seed=args.seed)
+    leak = {"leak": True} if getattr(args, "leak", False) else {}
+    trainer = demo.run_demo(args.logdir, max_epochs=args.epochs, seed=args.seed, **leak)
     accuracy = trainer.callback_metrics.get("val/acc")
     if accuracy is not None:
         print(f"Validation accuracy after {args.epochs} epochs: {float(accuracy):.1%}")

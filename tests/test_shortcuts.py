@@ -373,3 +373,30 @@ def test_the_report_charts_the_object_measures_with_the_area_as_reference_and_th
         ("pointing_game", False),
         ("object_area", True),
     ]
+
+
+def test_cnnsee_demo_leak_asks_for_the_leaky_demo(monkeypatch):
+    from types import SimpleNamespace
+
+    from lightning_cnnsee import cli, demo
+
+    calls = []
+    monkeypatch.setattr(
+        demo, "run_demo", lambda *args, **kwargs: calls.append(kwargs) or SimpleNamespace(callback_metrics={})
+    )
+    assert cli.main(["demo", "--leak", "--epochs", "2"]) == 0
+    assert calls == [{"max_epochs": 2, "seed": 0, "leak": True}]
+
+
+def test_the_leaky_shapes_carry_a_class_coded_marker_and_the_shapes_boxes():
+    from lightning_cnnsee.demo.data import MARKER_COLORS, ShapesDataset
+
+    clean = ShapesDataset(num_images=12, image_size=32, seed=0, with_boxes=True)
+    leaky = ShapesDataset(num_images=12, image_size=32, seed=0, marker=True, with_boxes=True)
+    image, label, box = leaky[5]
+    assert torch.equal(image[:, :4, :4], torch.from_numpy(MARKER_COLORS[int(label)])[:, None, None].expand(3, 4, 4))
+    assert torch.equal(leaky.images[:, :, 4:], clean.images[:, :, 4:])  # the same shapes, the marker apart
+    assert torch.equal(box, clean.boxes[5]) and bool((leaky.boxes[:, 2:] > leaky.boxes[:, :2]).all())
+    # each box is the shape's reach (1.13 radius, the radius 0.2 to 0.32 of the image) within the image
+    masks = object_masks(leaky.boxes, count=12, size=(32, 32))
+    assert object_area(masks).min() > 0.05 and object_area(masks).max() < 0.6
