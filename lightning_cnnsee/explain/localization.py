@@ -8,7 +8,7 @@ With objects (boxes or masks, turned into (N, H, W) masks by :func:`object_masks
 - :func:`object_area`: the object's share of the image, what a uniform map scores on :func:`energy_inside` (a map
   below it prefers the rest of the image to the object);
 - :func:`pointing_game`: whether a map's peak falls on the object, within a tolerance of 15 pixels at 224 (Zhang et
-  al., 2018, "Top-down neural attention by excitation backprop"; Quantus's ``PointingGame`` without tolerance).
+  al., 2016, "Top-down neural attention by excitation backprop"; Quantus's ``PointingGame`` without tolerance).
 
 Without objects, :func:`shared_spot` (see there for its definition).
 
@@ -203,7 +203,7 @@ def pointing_tolerance(size: tuple[int, int]) -> float:
 def pointing_game(maps: Tensor, masks: Tensor, tolerance: float | None = None) -> Tensor:
     """Whether each map's peak falls on its object, (N,) of 1.0 (a hit) and 0.0 (a miss): a hit when a pixel where
     the map is largest lies within ``tolerance`` pixels (Euclidean, between pixel centres) of a pixel of the object
-    (Zhang et al. 2018; Quantus's ``PointingGame`` is ``tolerance=0``). NaN for a map without positive mass or an
+    (Zhang et al. 2016, "Top-down neural attention by excitation backprop"; Quantus's ``PointingGame`` is ``tolerance=0``). NaN for a map without positive mass or an
     image without object.
 
     Args:
