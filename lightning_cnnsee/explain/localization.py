@@ -203,7 +203,7 @@ def pointing_tolerance(size: tuple[int, int]) -> float:
 def pointing_game(maps: Tensor, masks: Tensor, tolerance: float | None = None) -> Tensor:
     """Whether each map's peak falls on its object, (N,) of 1.0 (a hit) and 0.0 (a miss): a hit when a pixel where
     the map is largest lies within ``tolerance`` pixels (Euclidean, between pixel centres) of a pixel of the object
-    (Zhang et al. 2016, "Top-down neural attention by excitation backprop"; Quantus's ``PointingGame`` is ``tolerance=0``). NaN for a map without positive mass or an
+    (Zhang et al. 2016; Quantus's ``PointingGame`` is ``tolerance=0``). NaN for a map without positive mass or an
     image without object.
 
     Args:
