@@ -103,8 +103,8 @@ def shortcut_message(
     else ``None``.
 
     With objects: the maps put less of their mass inside the objects than the objects' share of the image (a uniform
-    map would do better). Without: half of the mean map sits on at most :data:`MAX_SPOT_AREA` of the image, at least
-    :data:`MIN_SPOT_EDGE` of the way from the centre to the border, with an agreement of at least
+    map would do better). With or without: half of the mean map sits on at most :data:`MAX_SPOT_AREA` of the image,
+    at least :data:`MIN_SPOT_EDGE` of the way from the centre to the border, with an agreement of at least
     :data:`MIN_SPOT_AGREEMENT` (see :func:`~lightning_cnnsee.explain.localization.shared_spot`).
     """
     if accuracy is None or not accuracy >= MIN_ACCURACY:
@@ -113,9 +113,8 @@ def shortcut_message(
     images = f" and the {make_tag(kind, name, instance=instance)} images"
     right = f"the model gets {accuracy:.0%} of the fixed images right"
     energy, area = numbers.get("energy_inside", math.nan), numbers.get("object_area", math.nan)
-    if math.isfinite(energy) and math.isfinite(area):
-        if energy >= area:
-            return None
+    with_objects = math.isfinite(energy) and math.isfinite(area)
+    if with_objects and energy < area:
         return (
             f"CNNSee: the {name} maps may show a shortcut: {right}, but its maps put {energy:.1%} of their mass "
             f"inside the objects, less than the objects' {area:.1%} of the image (what a uniform map scores; "
@@ -129,7 +128,12 @@ def shortcut_message(
             f"CNNSee: the {name} maps may show a shortcut: {right}, and the maps of all these images point at "
             f"the same small place near the border: half of their mass on {spot_area:.1%} of the image, "
             f"{spot_edge:.2f} of the way from the centre to the border, agreement {agreement:.2f}. "
-            "Data artifacts sit there (a watermark, a "
-            f"tag, a ruler, padding); give the objects' boxes (object_key=) to check. {where}spot_area{images}."
+            "Data artifacts sit there (a watermark, a tag, a ruler, padding); "
+            + (
+                f"the objects hold {energy:.1%} of the maps' mass on {area:.1%} of the image. "
+                if with_objects
+                else "give the objects' boxes (object_key=) to check. "
+            )
+            + f"{where}spot_area{images}."
         )
     return None
