@@ -404,3 +404,31 @@ def test_the_leaky_shapes_carry_a_class_coded_marker_and_the_shapes_boxes():
     # each box is the shape's reach (1.13 radius, the radius 0.2 to 0.32 of the image) within the image
     masks = object_masks(leaky.boxes, count=12, size=(32, 32))
     assert object_area(masks).min() > 0.05 and object_area(masks).max() < 0.6
+
+
+@pytest.mark.parametrize(
+    ("numbers", "accuracy", "tag"),
+    [
+        ({"energy_inside": 0.04, "object_area": 0.06}, 1.0, "energy_inside"),
+        ({"energy_inside": 0.04, "object_area": 0.06}, 0.5, None),  # the model is not right yet: nothing to say
+        ({"energy_inside": 0.30, "object_area": 0.06}, 1.0, None),
+        ({"spot_area": 0.08, "spot_edge": 0.78, "spot_agreement": 0.76}, 1.0, "spot_area"),
+        ({"spot_area": 0.08, "spot_edge": 0.25, "spot_agreement": 0.8}, 1.0, None),  # agreeing, in the middle
+        ({"spot_area": 0.08, "spot_edge": 0.78, "spot_agreement": 0.2}, 1.0, None),  # sharp maps, different places
+        ({"spot_area": 0.3, "spot_edge": 0.78, "spot_agreement": 0.8}, 1.0, None),  # a large spot
+        (
+            {"energy_inside": 0.5, "object_area": 0.4, "spot_area": 0.08, "spot_edge": 0.8, "spot_agreement": 1},
+            1.0,
+            "spot_area",
+        ),  # boxes too large to tell, the spot still does
+    ],
+)
+def test_the_shortcut_rules(numbers, accuracy, tag):
+    from lightning_cnnsee.run.localization import shortcut_message
+
+    message = shortcut_message("features", numbers, accuracy, kind="gradcam", instance="mine")
+    if tag is None:
+        assert message is None
+    else:
+        assert "shortcut" in message and f"cnnsee/mine/localization/features/{tag}" in message
+        assert "cnnsee/mine/gradcam/features" in message
