@@ -219,9 +219,8 @@ def run_demo(
     if callback is None:
         # the demo trains for under a minute: at the default 5% budget most filter and class ascents would be
         # deferred, and the point here is to watch every kind of image change at every epoch
-        callback = CNNSee(
-            mean=MEAN, std=STD, class_names=CLASS_NAMES, max_overhead=None, object_key=2 if leak else None
-        )
+        leaky = {"object_key": 2} if leak else {}  # the shapes' boxes are the batches' third item
+        callback = CNNSee(mean=MEAN, std=STD, class_names=CLASS_NAMES, max_overhead=None, **leaky)
     if enable_progress_bar is None:
         enable_progress_bar = sys.stderr.isatty()
     pl.seed_everything(seed, workers=True, verbose=False)

@@ -262,7 +262,7 @@ def gather_measures(results: Results, gather: Callable[[object], list] = lambda 
 
     results.logits = joined([logits for _, logits, _ in shares])
     for name in PER_IMAGE_DICTS:
-        first = shares[0][2][name]
+        first = shares[0][2].get(name, {})  # (a field a caller's gather left out: none)
         if name.startswith("faithfulness") or name == "localization":
             merged = {
                 key: {metric: joined([share[2][name][key][metric] for share in shares]) for metric in metrics}
