@@ -281,14 +281,14 @@ def test_a_clean_run_raises_no_warning_and_its_maps_put_several_times_the_object
 def test_without_boxes_a_corner_marker_is_caught_by_the_shared_spot_and_centred_objects_are_not(tmp_path):
     _, leaky, caught = fit_squares(tmp_path / "leak", "leak", boxes=False)
     spot = localization_scalars(leaky)
-    assert spot["spot_area"] <= 0.1 and spot["spot_edge"] >= 0.6 and spot["spot_agreement"] >= 0.5, spot
+    assert spot["spot_area"] <= 0.2 and spot["spot_edge"] >= 0.5 and spot["spot_agreement"] >= 0.5, spot
     assert "energy_inside" not in spot
     assert len(caught) == 1 and "cnnsee/localization/features/spot_area" in caught[0]
     for kind in ("centre", "clean"):
         _, trainer, caught = fit_squares(tmp_path / kind, kind, boxes=False)
         spot = localization_scalars(trainer)
         assert caught == [], (kind, caught, spot)
-        assert spot["spot_area"] > 0.1 or spot["spot_edge"] < 0.6 or spot["spot_agreement"] < 0.5, spot
+        assert spot["spot_area"] > 0.2 or spot["spot_edge"] < 0.5 or spot["spot_agreement"] < 0.5, spot
 
 
 def test_localization_can_be_turned_off_with_techniques(tmp_path):
@@ -414,6 +414,7 @@ def test_the_leaky_shapes_carry_a_class_coded_marker_and_the_shapes_boxes():
         ({"energy_inside": 0.30, "object_area": 0.06}, 1.0, None),
         ({"spot_area": 0.08, "spot_edge": 0.78, "spot_agreement": 0.76}, 1.0, "spot_area"),
         ({"spot_area": 0.08, "spot_edge": 0.25, "spot_agreement": 0.8}, 1.0, None),  # agreeing, in the middle
+        ({"spot_area": 0.142, "spot_edge": 0.616, "spot_agreement": 0.985}, 1.0, "spot_area"),  # cnnsee demo --leak
         ({"spot_area": 0.08, "spot_edge": 0.78, "spot_agreement": 0.2}, 1.0, None),  # sharp maps, different places
         ({"spot_area": 0.3, "spot_edge": 0.78, "spot_agreement": 0.8}, 1.0, None),  # a large spot
         (

@@ -263,7 +263,8 @@ def shared_spot(maps: Tensor, size: tuple[int, int]) -> SharedSpot:
       spot at a border or corner is where watermarks, tags, rulers and padding sit.
 
     A shortcut's signature is a small ``area``, a large ``edge`` and a high ``agreement`` (CNNSee warns at an area
-    of at most 0.1, an edge of at least 0.6 and an agreement of at least 0.5). Maps without positive mass are left
+    of at most 0.2, an edge of at least 0.5, outside the central square of half the image's width and height, and
+    an agreement of at least 0.5). Maps without positive mass are left
     out; with fewer than two maps left, all three are NaN.
 
     Args:
