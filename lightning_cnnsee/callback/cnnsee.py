@@ -93,9 +93,10 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
             map at the baseline run and at the previous run; a map that hardly changes while the model learns fails
             the randomization sanity check, said once) and ``"localization"`` (whether the maps sit on the objects
             of ``object_key``: ``cnnsee/localization/<layer or method>/energy_inside``, ``object_area``,
-            ``pointing_game``; without objects, whether the maps of all images point at the same small place near
-            the border: ``spot_area``, ``spot_edge``; a warning with the word "shortcut", once per layer or
-            method, when they do while the model gets the fixed images right). All but ``"attributions"`` by
+            ``pointing_game``; with or without objects, whether the maps of all images point at the same small place
+            near the border: ``spot_area``, ``spot_edge``, ``spot_agreement``; a warning with the word "shortcut",
+            once per layer or method, when the maps miss the objects or share such a spot while the model gets the
+            fixed images right). All but ``"attributions"`` by
             default.
         layers: layer names (from ``model.named_modules()``) for Grad-CAM, filters and activations at once.
         gradcam_layers: layers for Grad-CAM (overrides ``layers``); each must output a (N, C, H, W) map.
