@@ -2,7 +2,8 @@
 the maps are and how they change, logged to every logger of a Lightning Trainer.
 
 The core (:func:`grad_cam` with every CAM method, :func:`attribute`, :func:`filter_ascent` with composable
-objectives, :func:`capture_activations`, :func:`faithfulness`, :func:`spearman`, and :func:`visualize` for a whole
+objectives, :func:`capture_activations`, :func:`faithfulness`, :func:`energy_inside`,
+:func:`pointing_game`, :func:`shared_spot`, :func:`spearman`, and :func:`visualize` for a whole
 run) is pure PyTorch and works on any ``nn.Module``; :class:`CNNSee` is the Lightning callback built on it. Names are
 imported on first use, so ``cnnsee report`` and ``cnnsee export`` start without loading torch or Lightning.
 """
@@ -30,6 +31,7 @@ _WHERE = {
     "feature_map": "lightning_cnnsee.explain.tokens",
     "channel": "lightning_cnnsee.explain.objectives",
     "diversity": "lightning_cnnsee.explain.objectives",
+    "energy_inside": "lightning_cnnsee.explain.localization",
     "faithfulness": "lightning_cnnsee.explain.metrics",
     "find_checkpoints": "lightning_cnnsee.callback.replay",
     "filter_ascent": "lightning_cnnsee.explain.ascent",
@@ -37,12 +39,16 @@ _WHERE = {
     "grad_cam": "lightning_cnnsee.explain.cam",
     "model_kind": "lightning_cnnsee.explain.targets",
     "neuron": "lightning_cnnsee.explain.objectives",
+    "object_area": "lightning_cnnsee.explain.localization",
+    "object_masks": "lightning_cnnsee.explain.localization",
     "pick_layers": "lightning_cnnsee.explain.layers",
+    "pointing_game": "lightning_cnnsee.explain.localization",
     "random_faithfulness": "lightning_cnnsee.explain.metrics",
     "render_results": "lightning_cnnsee.render.images",
     "run_parts": "lightning_cnnsee.callback.run_config",
     "replay": "lightning_cnnsee.callback.replay",
     "sanity_check": "lightning_cnnsee.explain.drift",
+    "shared_spot": "lightning_cnnsee.explain.localization",
     "spearman": "lightning_cnnsee.explain.drift",
     "token_layout": "lightning_cnnsee.explain.tokens",
     "visualize": "lightning_cnnsee.run.visualization",

@@ -2,8 +2,9 @@
 
 Subcommands:
 
-- ``cnnsee demo --logdir DIR [--epochs N] [--seed S]``: train a small CNN on synthetic shapes with CNNSee logging
-  to TensorBoard under ``DIR`` (about a minute on a laptop CPU), then print the command that opens TensorBoard.
+- ``cnnsee demo --logdir DIR [--epochs N] [--seed S] [--leak]``: train a small CNN on synthetic shapes with CNNSee
+  logging to TensorBoard under ``DIR`` (about a minute on a laptop CPU), then print the command that opens
+  TensorBoard; ``--leak`` adds a class-coded corner marker, a shortcut CNNSee warns of.
 - ``cnnsee report LOGDIR [-o report.html] [--max-steps N]``: one self-contained HTML page of every run's CNNSee
   images under ``LOGDIR``, a step slider per tag, runs side by side, CNNSee's scalars as charts, hyper-parameters
   compared. ``LOGDIR`` may hold TensorBoard event files, CNNSee's PNG folders (``CSVLogger``, no logger) or an
@@ -97,6 +98,12 @@ def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_false",
         help="train without CNNSee (with --checkpoints: a run to see afterwards with cnnsee replay)",
     )
+    parser.add_argument(
+        "--leak",
+        action="store_true",
+        help="put a class-coded marker in the corner of every image (a shortcut) and give CNNSee the shapes' "
+        "boxes: the model learns the marker and CNNSee warns of the shortcut (logs in DIR/demo-leak/version_N)",
+    )
     parser.set_defaults(handler=run_demo_command)
 
 
@@ -104,6 +111,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
     from lightning_cnnsee import demo
 
     extra = {"checkpoints": True} if getattr(args, "checkpoints", False) else {}
+    if getattr(args, "leak", False):
+        extra["leak"] = True
     if not getattr(args, "cnnsee", True):
         extra["with_cnnsee"] = False
     trainer = demo.run_demo(args.logdir, max_epochs=args.epochs, seed=args.seed, **extra)

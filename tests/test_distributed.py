@@ -104,6 +104,22 @@ def test_faithfulness_split_across_ranks_equals_a_single_process_run(ddp_runs):
         assert logged[-1].value == pytest.approx(float(values.float().nanmean()), abs=1e-5), metric
 
 
+def test_shared_spot_of_the_gathered_maps_equals_a_single_process_run(ddp_runs):
+    from lightning_cnnsee.run.localization import localization_numbers
+
+    out, result, _ = ddp_runs["cnnsee"]
+    model = TinyClassifier()
+    model.load_state_dict(result["weights"])
+    options = Options(ascent_steps=4, num_samples=6, techniques=["gradcam", "localization"])
+    single = localization_numbers(visualize(model, result["images"], result["labels"], options))["features"]
+    events = EventAccumulator(str(out / "logs" / "version_0"), size_guidance={"scalars": 0})
+    events.Reload()
+    for metric in ("spot_area", "spot_edge", "spot_agreement"):
+        logged = events.Scalars(f"cnnsee/localization/features/{metric}")
+        assert logged[-1].step == 8  # the final run, on the final weights
+        assert logged[-1].value == pytest.approx(single[metric], abs=1e-5), metric
+
+
 def test_ddp_fixed_images_are_rank_zeros_validation_images(ddp_runs):
     _, result, _ = ddp_runs["cnnsee"]
     _, val = make_loaders(count=64, batch_size=8)

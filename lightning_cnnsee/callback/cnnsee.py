@@ -37,10 +37,13 @@ from lightning_cnnsee.callback.schedule import Schedule
 from lightning_cnnsee.explain.drift import DriftTracker
 from lightning_cnnsee.explain.hooks import run_eagerly
 from lightning_cnnsee.explain.layers import LayerPicks
+from lightning_cnnsee.explain.targets import class_indices
 from lightning_cnnsee.render.images import render_results
 from lightning_cnnsee.render.scalars import failed_sanity_checks, run_scalars
 from lightning_cnnsee.run.batches import BatchKey
 from lightning_cnnsee.run.failures import describe_unit, merge_failures
+from lightning_cnnsee.run.localization import fixed_accuracy, localization_numbers, shortcut_message
+from lightning_cnnsee.run.objects import ObjectsError
 from lightning_cnnsee.run.options import Options, default_name
 from lightning_cnnsee.run.selection import LayerChoice, adopt_picks, check_layer_names, example_input, probe
 from lightning_cnnsee.run.visualization import (
@@ -56,7 +59,9 @@ from lightning_cnnsee.sinks.writers import ImageWriter, LogSinks
 from lightning_cnnsee.vocabulary.choices import TECHNIQUES
 from lightning_cnnsee.vocabulary.tags import make_tag
 
-Technique = Literal["gradcam", "attributions", "filters", "classes", "activations", "faithfulness", "drift"]
+Technique = Literal[
+    "gradcam", "attributions", "filters", "classes", "activations", "faithfulness", "drift", "localization"
+]
 CamMethod = Literal[
     "auto",
     "gradcam",
@@ -101,7 +106,13 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
             ``"activations"``, ``"faithfulness"`` (Average Drop, Increase in Confidence, deletion and insertion AUC of
             every map, beside the same numbers for random maps) and ``"drift"`` (each map's rank correlation with its
             map at the baseline run and at the previous run; a map that hardly changes while the model learns fails
-            the randomization sanity check, said once). All but ``"attributions"`` by default.
+            the randomization sanity check, said once) and ``"localization"`` (whether the maps sit on the objects
+            of ``object_key``: ``cnnsee/localization/<layer or method>/energy_inside``, ``object_area``,
+            ``pointing_game``; with or without objects, whether the maps of all images point at the same small place
+            near the border: ``spot_area``, ``spot_edge``, ``spot_agreement``; a warning with the word "shortcut",
+            once per layer or method, when the maps miss the objects or share such a spot while the model gets the
+            fixed images right). All but ``"attributions"`` by
+            default.
         layers: layer names (from ``model.named_modules()``) for Grad-CAM, filters and activations at once.
         gradcam_layers: layers for Grad-CAM (overrides ``layers``); each must output a (N, C, H, W) map, a Swin
             stage's (N, H, W, C) or a transformer's tokens (N, L, C) (read on the patch grid); for the rollout
@@ -157,6 +168,10 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
             per image, ``BCEWithLogitsLoss``: the map of the positive logit for a positive prediction, of its negative
             for a negative one; captions and faithfulness use its sigmoid).
         max_classes_per_image: segmentation: maps for at most this many classes per image (the largest areas).
+        object_key: where a batch holds each image's object (an int for a tuple or list, a string for a dict):
+            boxes (N, 4) ``(x0, y0, x1, y1)`` in pixels, a list of N (K, 4) boxes, or masks (N, H, W) (bool or in
+            [0, 1]). The fixed images keep their objects (also in the checkpoint); objects of a wrong shape or boxes
+            outside the image raise ``ValueError`` before training starts.
 
     Example::
 
@@ -204,12 +219,13 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
         faithfulness_steps: int = 20,
         model_kind: Literal["auto", "classification", "multilabel", "segmentation", "binary"] = "auto",
         max_classes_per_image: int = 3,
+        object_key: BatchKey = None,
     ) -> None:
         super().__init__()
         arguments = dict(locals())
         del arguments["self"], arguments["__class__"]
         self.options = Options(**arguments)
-        self.fixed = FixedImages(num_samples, image_key, label_key)
+        self.fixed = FixedImages(num_samples, image_key, label_key, object_key)
         self.schedule = Schedule(every_n_epochs, every_n_steps, filters_every_n_runs, max_overhead)
         self.instance: str | None = name
         self.choice: LayerChoice | None = None
@@ -268,6 +284,8 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
             if not self.fixed.frozen:
                 self._images_from = source
             self.fixed.collect(batch)
+        except ObjectsError:  # object_key given but its objects unreadable: refused before training, not skipped
+            raise
         except ValueError as error:
             self._report(trainer, error, f"reading a {source} batch")
 
@@ -437,6 +455,7 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
                     include_patterns=include_patterns,
                     rank=rank,
                     world_size=world_size,
+                    objects=self.fixed.objects,
                 )
         except Exception as error:  # a visualization must never end training
             failure = error
@@ -455,7 +474,12 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
                 results = gather_measures(results, lambda value: gather_objects(trainer, value))
             if rank == 0:
                 images = render_results(
-                    results, self.fixed.images, self.fixed.labels, self.options_in_use, instance=self.instance
+                    results,
+                    self.fixed.images,
+                    self.fixed.labels,
+                    self.options_in_use,
+                    instance=self.instance,
+                    objects=self.fixed.objects,
                 )
                 for tag, image in images.items():
                     self.sinks.add_image(tag, image, trainer.global_step)
@@ -484,8 +508,11 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
                 f"{labels}); set model_kind= to say otherwise.",
             )
         drift = self.drift if "drift" in self.options.techniques else None
-        for tag, value in run_scalars(results, drift, instance=self.instance).items():
+        localization = "localization" in self.options.techniques
+        for tag, value in run_scalars(results, drift, instance=self.instance, localization=localization).items():
             self.sinks.add_scalar(tag, value, trainer.global_step)
+        if localization:
+            self._warn_shortcuts(trainer, results)
         for verdict in failed_sanity_checks(self.drift, final=final) if drift is not None else ():
             if verdict.method not in self._warned:
                 self._warned.add(verdict.method)
@@ -501,6 +528,16 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
                     f"CNNSee could not make {describe_unit(unit)} ({unit}) at step {trainer.global_step} because of "
                     f"{cause}; every other kind was logged. Training goes on; CNNSee(strict=True) raises.",
                 )
+
+    def _warn_shortcuts(self, trainer: Any, results: Results) -> None:
+        """The shortcut warning (:func:`~lightning_cnnsee.run.localization.shortcut_message`), once per map."""
+        accuracy = fixed_accuracy(results, class_indices(self.fixed.labels, results.kind))
+        for name, numbers in localization_numbers(results).items():
+            kind = "gradcam" if name in results.cams_predicted else "attributions"
+            message = shortcut_message(name, numbers, accuracy, kind=kind, instance=self.instance)
+            if message is not None and f"shortcut {name}" not in self._warned:
+                self._warned.add(f"shortcut {name}")
+                rank_zero_warn(trainer, message)
 
     def _report(self, trainer: Any, error: BaseException, during: str) -> None:
         if self.options.strict:

@@ -56,6 +56,11 @@ class ShapesDataset(Dataset):
         image_size: height and width in pixels (at least 24).
         seed: seed of every random draw; the same seed gives the same images.
         normalize: return ``(image - MEAN) / STD`` instead of the image in [0, 1].
+        marker: paint a class-coded marker (a square of :data:`MARKER_COLORS`, an eighth of the image wide) in the
+            top-left corner of every image: a shortcut that predicts the label better than the shape, as a
+            watermark or a hospital tag would (see "Catching shortcuts" in the README).
+        with_boxes: items are ``(image, label, box)``, ``box`` the shape's (4,) ``(x0, y0, x1, y1)`` in pixels
+            (:attr:`boxes`), for ``CNNSee(object_key=2)``.
 
     Example::
 
@@ -66,7 +71,15 @@ class ShapesDataset(Dataset):
         ((3, 48, 48), True)
     """
 
-    def __init__(self, num_images: int = 2048, image_size: int = 48, seed: int = 0, normalize: bool = False) -> None:
+    def __init__(
+        self,
+        num_images: int = 2048,
+        image_size: int = 48,
+        seed: int = 0,
+        normalize: bool = False,
+        marker: bool = False,
+        with_boxes: bool = False,
+    ) -> None:
         if not isinstance(num_images, int) or isinstance(num_images, bool) or num_images < 1:
             raise ValueError(f"num_images must be a positive int, got {num_images!r}")
         if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 24:
@@ -76,13 +89,18 @@ class ShapesDataset(Dataset):
         self.seed = seed
         self.normalize = normalize
         self.class_names = list(CLASS_NAMES)
+        self.marker, self.with_boxes = marker, with_boxes
         rng = np.random.default_rng(seed)
         labels = rng.permutation(np.arange(num_images) % len(CLASS_NAMES))
         images = np.empty((num_images, 3, image_size, image_size), dtype=np.float32)
+        boxes = np.empty((num_images, 4), dtype=np.float32)
         for start in range(0, num_images, _CHUNK):
             stop = min(start + _CHUNK, num_images)
-            images[start:stop] = render_shapes(labels[start:stop], image_size, rng)
+            images[start:stop] = render_shapes(labels[start:stop], image_size, rng, boxes=boxes[start:stop])
+        if marker:
+            paint_marker(images, labels)
         self.images = torch.from_numpy(images)
+        self.boxes = torch.from_numpy(boxes)
         self.labels = torch.from_numpy(labels.astype(np.int64))
         if normalize:
             mean = torch.tensor(MEAN).view(1, 3, 1, 1)
@@ -92,12 +110,32 @@ class ShapesDataset(Dataset):
     def __len__(self) -> int:
         return self.num_images
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        if self.with_boxes:
+            return self.images[index], self.labels[index], self.boxes[index]
         return self.images[index], self.labels[index]
 
 
-def render_shapes(labels: np.ndarray, image_size: int, rng: np.random.Generator) -> np.ndarray:
-    """Render one image per label (an index into :data:`CLASS_NAMES`): (N, 3, S, S) float32 in [0, 1].
+#: The marker's colour for each class (``ShapesDataset(marker=True)``): far apart, so one look tells the class.
+MARKER_COLORS = np.array(
+    [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]],
+    dtype=np.float32,
+)
+
+
+def paint_marker(images: np.ndarray, labels: np.ndarray) -> None:
+    """Paint each image's class-coded marker in place: a square of :data:`MARKER_COLORS` ``[label]``, an eighth of
+    the image wide, in the top-left corner."""
+    side = max(2, images.shape[-1] // 8)
+    images[:, :, :side, :side] = MARKER_COLORS[labels % len(MARKER_COLORS)][:, :, None, None]
+
+
+def render_shapes(
+    labels: np.ndarray, image_size: int, rng: np.random.Generator, boxes: np.ndarray | None = None
+) -> np.ndarray:
+    """Render one image per label (an index into :data:`CLASS_NAMES`): (N, 3, S, S) float32 in [0, 1]; ``boxes``
+    (N, 4), when given, receives each shape's box ``(x0, y0, x1, y1)`` in pixels (its outline's farthest reach,
+    1.13 times the radius, in every direction, within the image).
 
     Example::
 
@@ -147,6 +185,9 @@ def render_shapes(labels: np.ndarray, image_size: int, rng: np.random.Generator)
         if chosen.any():
             distance[chosen] = signed_distance(along[chosen], across[chosen], _col(radius[chosen]))
     _paint(images, _coverage(distance), shape_color)
+    if boxes is not None:
+        reach = 1.13 * radius  # the square's corner (0.8 r * sqrt 2) and the star's points (1.12 r) reach farthest
+        boxes[:] = np.clip(np.stack([cx - reach, cy - reach, cx + reach, cy + reach], axis=1), 0, size)
 
     images += 0.04 * rng.standard_normal(images.shape, dtype=np.float32)
     return np.clip(images, 0, 1, out=images)

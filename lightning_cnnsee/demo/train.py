@@ -80,7 +80,7 @@ class ShapesClassifier(pl.LightningModule):
         return self.classifier(self.pool(self.features(images)).flatten(1))
 
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
-        images, labels = batch
+        images, labels = batch[0], batch[1]  # (and the shapes' boxes, with ShapesDataModule(leak=True))
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
         accuracy = (logits.argmax(dim=1) == labels).float().mean()
@@ -121,6 +121,8 @@ class ShapesDataModule(pl.LightningDataModule):
         image_size: height and width in pixels.
         batch_size: images per batch.
         seed: seed of the training split (the validation split uses ``seed + 1``).
+        leak: a class-coded marker in the corner of every image (``ShapesDataset(marker=True)``), and batches of
+            ``(images, labels, boxes)`` with each shape's box, for ``CNNSee(object_key=2)``.
 
     Example::
 
@@ -133,9 +135,16 @@ class ShapesDataModule(pl.LightningDataModule):
     """
 
     def __init__(
-        self, num_train: int = 4096, num_val: int = 1024, image_size: int = 48, batch_size: int = 64, seed: int = 0
+        self,
+        num_train: int = 4096,
+        num_val: int = 1024,
+        image_size: int = 48,
+        batch_size: int = 64,
+        seed: int = 0,
+        leak: bool = False,
     ) -> None:
         super().__init__()
+        self.leak = leak
         self.num_train = num_train
         self.num_val = num_val
         self.image_size = image_size
@@ -146,8 +155,9 @@ class ShapesDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
-            self.train_set = ShapesDataset(self.num_train, self.image_size, seed=self.seed, normalize=True)
-            self.val_set = ShapesDataset(self.num_val, self.image_size, seed=self.seed + 1, normalize=True)
+            leak = dict(marker=self.leak, with_boxes=self.leak)
+            self.train_set = ShapesDataset(self.num_train, self.image_size, seed=self.seed, normalize=True, **leak)
+            self.val_set = ShapesDataset(self.num_val, self.image_size, seed=self.seed + 1, normalize=True, **leak)
 
     def train_dataloader(self) -> DataLoader:
         # The images are already in memory: worker processes would only add start-up time.
@@ -170,6 +180,7 @@ def run_demo(
     accelerator: str = "cpu",
     checkpoints: bool = False,
     with_cnnsee: bool = True,
+    leak: bool = False,
 ) -> pl.Trainer:
     """Train :class:`ShapesClassifier` on :class:`ShapesDataModule` with CNNSee logging to TensorBoard.
 
@@ -192,6 +203,9 @@ def run_demo(
         checkpoints: save a checkpoint at every epoch end in ``logdir/demo/version_N/checkpoints`` (for
             ``cnnsee replay``).
         with_cnnsee: ``False`` trains without CNNSee (a run to see afterwards with ``cnnsee replay``).
+        leak: train on shapes with a class-coded marker in the top-left corner (``ShapesDataModule(leak=True)``)
+            and give CNNSee the shapes' boxes (``object_key=2``): the model learns the marker, CNNSee's maps sit on
+            it, and CNNSee warns of a shortcut. Logs go to ``logdir/demo-leak/version_N``.
 
     Returns:
         The fitted ``pl.Trainer``; ``trainer.callback_metrics["val/acc"]`` is the last validation accuracy.
@@ -210,20 +224,21 @@ def run_demo(
     if callback is None:
         # the demo trains for under a minute: at the default 5% budget most filter and class ascents would be
         # deferred, and the point here is to watch every kind of image change at every epoch
-        callback = CNNSee(mean=MEAN, std=STD, class_names=CLASS_NAMES, max_overhead=None)
+        leaky = {"object_key": 2} if leak else {}  # the shapes' boxes are the batches' third item
+        callback = CNNSee(mean=MEAN, std=STD, class_names=CLASS_NAMES, max_overhead=None, **leaky)
     if enable_progress_bar is None:
         enable_progress_bar = sys.stderr.isatty()
     callbacks: list[Any] = [callback] if with_cnnsee else []
     if checkpoints:  # one per epoch end, every one kept, in the logger's folder
         callbacks.append(pl.callbacks.ModelCheckpoint(save_top_k=-1, every_n_epochs=1))
     pl.seed_everything(seed, workers=True, verbose=False)
-    data = ShapesDataModule(num_train, num_val, image_size, batch_size, seed)
+    data = ShapesDataModule(num_train, num_val, image_size, batch_size, seed, leak=leak)
     model = ShapesClassifier(num_classes=len(CLASS_NAMES))
     trainer = pl.Trainer(
         max_epochs=max_epochs,
         accelerator=accelerator,
         devices=1,
-        logger=pl.loggers.TensorBoardLogger(logdir, name="demo", default_hp_metric=False),
+        logger=pl.loggers.TensorBoardLogger(logdir, name="demo-leak" if leak else "demo", default_hp_metric=False),
         callbacks=callbacks,
         # CUDA has no deterministic backward for adaptive pooling; "warn" keeps a GPU run going.
         deterministic=True if accelerator == "cpu" else "warn",

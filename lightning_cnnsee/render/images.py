@@ -251,6 +251,29 @@ def grid(tiles: Tensor, columns: int, padding: int = 2) -> Tensor:
     return make_grid(tiles, nrow=max(1, columns), padding=padding, pad_value=0.25).clamp(0, 1)
 
 
+OUTLINE_COLOR = (1.0, 1.0, 1.0)
+
+
+def draw_outlines(tiles: Tensor, masks: Tensor, color: tuple[float, float, float] = OUTLINE_COLOR) -> Tensor:
+    """Draw the outline of each object mask (N, h, w) (any size: resized nearest to the tiles') on tiles
+    (N, 3, H, W), a line about a hundredth of the tile wide (at least one pixel).
+
+    Example::
+
+        >>> masks = torch.zeros(1, 8, 8, dtype=torch.bool)
+        >>> masks[0, 2:6, 2:6] = True
+        >>> drawn = draw_outlines(torch.zeros(1, 3, 8, 8), masks)
+        >>> drawn[0, 0].int().tolist()[2], drawn[0, 0, 3, 3].item()
+        ([0, 0, 1, 1, 1, 1, 0, 0], 0.0)
+    """
+    inside = F.interpolate(masks[:, None].float().cpu(), size=tiles.shape[-2:], mode="nearest")
+    width = max(1, round(min(tiles.shape[-2:]) / 100))
+    eroded = -F.max_pool2d(-inside, 2 * width + 1, stride=1, padding=width)
+    line = (inside > 0.5) & (eroded < 0.5)
+    colour = torch.tensor(color, dtype=tiles.dtype)[None, :, None, None].expand_as(tiles)
+    return torch.where(line.expand_as(tiles), colour, tiles)
+
+
 def render_gradcam(
     images: Tensor,
     cam_rows: Sequence[Tensor],
@@ -262,6 +285,7 @@ def render_gradcam(
     scale: str = "batch",
     signed: bool = False,
     min_tile: int = 96,
+    objects: Tensor | None = None,
 ) -> Tensor:
     """A grid with one column per image: the image on top, then one heat-map overlay per row of ``cam_rows``.
 
@@ -274,6 +298,7 @@ def render_gradcam(
         alpha: heat-map opacity.
         scale: ``"batch"`` (one scale for all maps) or ``"image"`` (see :func:`scale_cams`).
         signed: the maps have a sign (attributions): shown in the :func:`diverging` colormap, zero light grey.
+        objects: (N, H, W) object masks, whose outlines are drawn on every tile (:func:`draw_outlines`).
     """
     count = images.shape[0]
     if row_captions and isinstance(row_captions[0], str):
@@ -284,10 +309,14 @@ def render_gradcam(
         colors = [MISTAKE_COLOR if bool(wrong) else CORRECT_COLOR for wrong in mistakes]
     image_captions = list(image_captions or [""] * count)
     lines = max(text.count("\n") + 1 for text in image_captions + [t for row in row_captions for t in row])
-    rows = [caption(rgb, image_captions, colors, lines=lines)]
+
+    def outlined(tiles: Tensor) -> Tensor:
+        return tiles if objects is None else draw_outlines(tiles, objects)
+
+    rows = [caption(outlined(rgb), image_captions, colors, lines=lines)]
     colormap = diverging if signed else turbo
     for heat, captions in zip(scale_cams(cam_rows, scale, signed=signed), row_captions, strict=True):
-        rows.append(caption(overlay(rgb, heat, alpha, colormap), list(captions), colors, lines=lines))
+        rows.append(caption(outlined(overlay(rgb, heat, alpha, colormap)), list(captions), colors, lines=lines))
     return grid(torch.cat(rows), columns=count)
 
 
@@ -353,13 +382,20 @@ def class_colours(masks: Tensor, num_classes: int) -> Tensor:
 
 
 def render_results(
-    results: Results, images: Tensor, labels: Tensor | None, options: Options, *, instance: str | None = None
+    results: Results,
+    images: Tensor,
+    labels: Tensor | None,
+    options: Options,
+    *,
+    instance: str | None = None,
+    objects: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Turn a run's :class:`~lightning_cnnsee.run.results.Results` into ``{tag: (3, H, W) image}``.
 
     ``images`` are the (normalized) inputs the run saw, shown denormalized with ``options.mean`` and ``std``;
     ``labels`` add the true class (a second row, and a red frame on each mistake). ``instance`` names the
-    callback in the tags (see :mod:`lightning_cnnsee.vocabulary.tags`).
+    callback in the tags (see :mod:`lightning_cnnsee.vocabulary.tags`). ``objects``, (N, H, W) masks
+    (:func:`~lightning_cnnsee.explain.localization.object_masks`), are outlined on a classifier's maps.
 
     Example::
 
@@ -378,7 +414,7 @@ def render_results(
     rendered: dict[str, Tensor] = {}
     if results.kind in ("classification", "binary") and results.logits is not None:
         labels = class_indices(labels, results.kind)
-        rendered.update(_render_classification(results, display, labels, options, instance))
+        rendered.update(_render_classification(results, display, labels, options, instance, objects))
     elif results.pairs is not None and results.logits is not None:
         rendered.update(_render_pairs(results, display, labels, options, instance))
     for layer, maps in results.activations.items():
@@ -403,7 +439,12 @@ SIGNED_ATTRIBUTIONS = ("input_x_gradient", "integrated_gradients", "occlusion", 
 
 
 def _render_classification(
-    results: Results, display: Tensor, labels: Tensor | None, options: Options, instance: str | None
+    results: Results,
+    display: Tensor,
+    labels: Tensor | None,
+    options: Options,
+    instance: str | None,
+    objects: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Grad-CAM and attributions: a column per image, the image, the map of the predicted class, of the true class."""
     names = options.class_names
@@ -442,6 +483,7 @@ def _render_classification(
                 alpha=options.cam_alpha,
                 scale=options.cam_scale,
                 signed=name in SIGNED_ATTRIBUTIONS,
+                objects=objects,
             )
     return rendered
 

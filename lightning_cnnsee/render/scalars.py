@@ -17,14 +17,20 @@ Example::
 from __future__ import annotations
 
 from lightning_cnnsee.explain.drift import DriftTracker, SanityCheck
+from lightning_cnnsee.run.localization import localization_numbers
 from lightning_cnnsee.run.results import Results, explained_maps
 from lightning_cnnsee.vocabulary.tags import make_tag
 
 
-def run_scalars(results: Results, drift: DriftTracker | None, *, instance: str | None = None) -> dict[str, float]:
+def run_scalars(
+    results: Results, drift: DriftTracker | None, *, instance: str | None = None, localization: bool = True
+) -> dict[str, float]:
     """``{tag: value}`` of a run: the mean over the images of each faithfulness metric of each map, and of the same
-    metric for random maps (``<metric>_random``); with a ``drift`` tracker, each map's mean Spearman correlation with
-    its map at the first run (``vs_start``) and at the previous run (``vs_previous``), after recording this run's."""
+    metric for random maps (``<metric>_random``); with ``localization``, each map's localization
+    (:func:`~lightning_cnnsee.run.localization.localization_numbers`: ``energy_inside``, ``object_area``,
+    ``pointing_game`` with objects, ``spot_area`` and ``spot_edge`` always); with a ``drift`` tracker, each map's mean
+    Spearman correlation with its map at the first run (``vs_start``) and at the previous run (``vs_previous``),
+    after recording this run's."""
     numbers: dict[str, float] = {}
     for name, metrics in results.faithfulness.items():
         for metric, values in metrics.items():
@@ -33,6 +39,9 @@ def run_scalars(results: Results, drift: DriftTracker | None, *, instance: str |
             numbers[make_tag("faithfulness", f"{name}/{metric}_random", instance=instance)] = float(
                 reference.float().nanmean()
             )
+    for name, metrics in localization_numbers(results).items() if localization else ():
+        for metric, value in metrics.items():
+            numbers[make_tag("localization", f"{name}/{metric}", instance=instance)] = value
     for name, maps in explained_maps(results).items() if drift is not None else ():
         for comparison, values in drift.update(name, maps).items():
             if values is not None:

@@ -4,6 +4,8 @@ CNNSee's scalar tags and the chart each goes to (``<instance>/`` after ``cnnsee/
 
 - ``cnnsee/faithfulness/<layer or method>/<metric>`` and its reference ``<metric>_random`` (or ``_baseline``,
   ``_reference``): one chart per layer or method and metric, a line for each;
+- ``cnnsee/localization/<layer or method>/energy_inside``, ``pointing_game`` and the reference ``object_area``: one
+  chart per layer or method; ``spot_area``, ``spot_edge`` and ``spot_agreement``: another;
 - ``cnnsee/drift/<layer or method>/vs_start`` and ``vs_previous``: one chart per layer or method, a line for each;
 - ``cnnsee/overhead`` and ``cnnsee/wall_time_s``: one chart each.
 
@@ -35,7 +37,7 @@ from lightning_cnnsee.vocabulary.tags import KINDS, is_cnnsee_tag, parse_tag, ta
 REFERENCE_SUFFIXES = ("_random", "_baseline", "_reference")
 PALETTE = ("#2f6fde", "#e8590c", "#2b8a3e", "#ae3ec9", "#c92a2a", "#0c8599", "#b08800", "#5f3dc4")
 DASHES = ("", "6 4", "2 3", "9 3 2 3")
-Y_LABELS = {"drift": "drift", "overhead": "share of training time", "wall_time_s": "seconds"}
+Y_LABELS = {"localization": "share", "drift": "drift", "overhead": "share of training time", "wall_time_s": "seconds"}
 WIDTH, PLOT_HEIGHT = 460, 200
 LEFT, RIGHT, TOP, BOTTOM = 62, 16, 12, 40
 LEGEND_ROW = 16
@@ -101,6 +103,8 @@ def chart_key(tag: str) -> tuple[tuple[str, str, str, str], str, bool]:
         (('', 'faithfulness', 'features.8', 'deletion'), 'deletion_random', True)
         >>> chart_key("cnnsee/layercam/drift/layer4/vs_start")
         (('layercam', 'drift', 'layer4', 'drift'), 'vs_start', False)
+        >>> chart_key("cnnsee/localization/features.8/object_area")
+        (('', 'localization', 'features.8', 'objects'), 'object_area', True)
         >>> chart_key("cnnsee/overhead")
         (('', 'overhead', '', 'overhead'), 'overhead', False)
     """
@@ -111,6 +115,9 @@ def chart_key(tag: str) -> tuple[tuple[str, str, str, str], str, bool]:
     if kind == "faithfulness":
         base, reference = _reference_base(last)
         return (instance, kind, subject, base), last, reference
+    if kind == "localization":  # the object measures in one chart (the object's area, a uniform map's score, dashed)
+        group = "spot" if last.startswith("spot_") else "objects"
+        return (instance, kind, subject, group), last, last == "object_area"
     return (instance, kind, subject, kind), last, False
 
 

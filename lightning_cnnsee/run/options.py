@@ -160,6 +160,7 @@ class Options:
     faithfulness_steps: int = 20
     model_kind: str = "auto"
     max_classes_per_image: int = 3
+    object_key: int | str | None = None
 
     def __post_init__(self) -> None:
         for option in ("num_samples", "filters_every_n_runs", "num_filters", "max_classes", "activation_channels"):
@@ -208,7 +209,7 @@ class Options:
         number_list("std", self.std, positive=True)
         if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
             raise _fail("std", self.std, f"must have as many values as mean={self.mean!r} ({len(self.mean)})")
-        for option in ("image_key", "label_key", "output_key"):
+        for option in ("image_key", "label_key", "output_key", "object_key"):
             value = getattr(self, option)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, str))):
                 raise _fail(option, value, "must be an int (tuple or list position), a string (dict key), or None")

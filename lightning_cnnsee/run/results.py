@@ -39,7 +39,8 @@ class Results:
     ``pairs`` lists ``(image index, class index)`` of every map in ``pair_cams`` (the labels predicted or true, or the
     classes of the predicted mask). Under DDP a classifier's per-image results (``logits``, the maps,
     ``faithfulness[name][metric]``) hold this process's share of the images (``measured_images``) until
-    :func:`gather_measures` puts every rank's together.
+    :func:`gather_measures` puts every rank's together. ``localization[name][metric]`` holds each image's
+    ``energy_inside``, ``object_area`` and ``pointing_game`` when objects are given; ``image_size`` the images' (H, W).
     """
 
     kind: str = "classification"
@@ -63,6 +64,8 @@ class Results:
     #: the parts of the run that failed (``"gradcam"``, ``"attributions/<method>"``, ``"faithfulness"``,
     #: ``"activations"``, ``"filters/<layer>"``, ``"classes"``) and why: the other parts are kept.
     failures: dict[str, str] = field(default_factory=dict)
+    localization: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+    image_size: tuple[int, int] | None = None
 
 
 def explained_maps(results: Results) -> dict[str, Tensor]:

@@ -34,9 +34,11 @@ from lightning_cnnsee.explain.cam import cams_for_targets
 from lightning_cnnsee.explain.checkpointing import checkpointing_off
 from lightning_cnnsee.explain.hooks import eval_mode, gradients_enabled
 from lightning_cnnsee.explain.layers import device_and_dtype, select_output
+from lightning_cnnsee.explain.localization import object_masks
 from lightning_cnnsee.explain.metrics import faithfulness, random_faithfulness
 from lightning_cnnsee.explain.targets import class_indices, class_probabilities, model_kind, multilabel_targets
 from lightning_cnnsee.run.failures import contained
+from lightning_cnnsee.run.localization import measure_localization
 from lightning_cnnsee.run.options import Options
 from lightning_cnnsee.run.results import PatternJob, Results, explained_maps
 from lightning_cnnsee.run.selection import LayerChoice, choose_layers
@@ -91,6 +93,7 @@ def visualize(
     include_patterns: bool = True,
     rank: int = 0,
     world_size: int = 1,
+    objects: Tensor | list[Tensor] | None = None,
 ) -> Results:
     """Every visualization of ``images`` that ``options`` asks for; leaves ``module`` exactly as it was (modes,
     gradients, statistics, hooks, the global random state).
@@ -107,9 +110,13 @@ def visualize(
             images (see :func:`gather_measures`), and the activations (rank 0).
         include_patterns: optimize this rank's share of the filter and class patterns.
         rank, world_size: this process's share of the patterns (see :func:`gather_patterns`).
+        objects: each image's object, for the localization of a classifier's maps (``"localization"`` in
+            ``options.techniques``): boxes (N, 4), a list of N (K, 4) boxes, or masks (N, H, W); see
+            :func:`~lightning_cnnsee.explain.localization.object_masks`.
     """
     options = options or Options()
-    results = Results()
+    results = Results(image_size=(int(images.shape[-2]), int(images.shape[-1])))
+    masks = None if objects is None else object_masks(objects, int(images.shape[0]), results.image_size)
     with isolated(module):
         inputs = model_images(images, module)
         choice = choice or choose_layers(module, inputs, options)
@@ -133,6 +140,9 @@ def visualize(
                 if "faithfulness" in options.techniques and kind in PER_IMAGE_KINDS:
                     with contained(results, "faithfulness", options.strict):
                         _measure(module, inputs[index], options, results)
+                if masks is not None and "localization" in options.techniques and kind in PER_IMAGE_KINDS:
+                    with contained(results, "localization", options.strict):
+                        results.localization = measure_localization(explained_maps(results), masks[index.cpu()])
         if include_maps and rank == 0 and "activations" in options.techniques and choice.activations:
             with contained(results, "activations", options.strict):
                 results.activations = capture_activations(module, inputs, choice.activations)
@@ -251,6 +261,7 @@ PER_IMAGE_DICTS = (
     "attributions_true",
     "faithfulness",
     "faithfulness_random",
+    "localization",
 )
 
 
@@ -270,10 +281,13 @@ def gather_measures(results: Results, gather: Callable[[object], list] = lambda 
 
     results.logits = joined([logits for _, logits, _ in shares])
     for name in PER_IMAGE_DICTS:
-        first = {  # a part that failed on some rank is left out (the failure is named)
-            key: value for key, value in shares[0][2][name].items() if all(key in share[2][name] for share in shares)
+        first = {  # a part that failed on some rank is left out (the failure is named); a field a caller's
+            # gather left out: none
+            key: value
+            for key, value in shares[0][2].get(name, {}).items()
+            if all(key in share[2].get(name, {}) for share in shares)
         }
-        if name.startswith("faithfulness"):
+        if name.startswith("faithfulness") or name == "localization":
             merged = {
                 key: {metric: joined([share[2][name][key][metric] for share in shares]) for metric in metrics}
                 for key, metrics in first.items()

@@ -15,8 +15,17 @@ CAM_SCALES = ("batch", "image")
 #: How filter ascent parameterizes the image it optimizes.
 PARAMETERIZATIONS = ("fft", "pixel")
 #: Every technique; all but ``"attributions"`` are on by default.
-ALL_TECHNIQUES = ("gradcam", "attributions", "filters", "classes", "activations", "faithfulness", "drift")
-TECHNIQUES = ("gradcam", "filters", "classes", "activations", "faithfulness", "drift")
+ALL_TECHNIQUES = (
+    "gradcam",
+    "attributions",
+    "filters",
+    "classes",
+    "activations",
+    "faithfulness",
+    "drift",
+    "localization",
+)
+TECHNIQUES = ("gradcam", "filters", "classes", "activations", "faithfulness", "drift", "localization")
 #: ``cam_method="auto"``: the method measured best for the architecture (``benchmarks/transformers.py``): Grad-CAM for
 #: CNNs and windowed-attention transformers (Swin), attention rollout for ViTs.
 AUTO_CAM_METHOD = "auto"

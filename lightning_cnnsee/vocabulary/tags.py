@@ -28,7 +28,7 @@ PREFIX = "cnnsee"
 
 #: Every kind, in the order a reader meets them (the report's sections, the export's folders).
 IMAGE_KINDS = ("gradcam", "attributions", "filters", "classes", "activations")
-SCALAR_KINDS = ("faithfulness", "drift", "overhead", "wall_time_s")
+SCALAR_KINDS = ("faithfulness", "localization", "drift", "overhead", "wall_time_s")
 KINDS = IMAGE_KINDS + SCALAR_KINDS
 
 
