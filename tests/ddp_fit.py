@@ -1,8 +1,9 @@
 """A DDP fit on the CPU (gloo), run as a script by tests/test_distributed.py: Lightning's "ddp" strategy starts the
 other rank by running this file again, which it cannot do from inside pytest.
 
-Usage: python tests/ddp_fit.py OUT_DIR STRATEGY WITH_CNNSEE [PRECISION]
-Rank 0 saves the final weights, the callback's fixed images and last results to OUT_DIR/result.pt.
+Usage: python tests/ddp_fit.py OUT_DIR STRATEGY WITH_CNNSEE [PRECISION [ACCELERATOR DEVICES]]
+Rank 0 saves the final weights, the callback's fixed images and last results to OUT_DIR/result.pt. ACCELERATOR
+"cuda" with DEVICES 1 is the one-GPU DDP fit of tests/test_gpu.py (Lightning picks NCCL on CUDA).
 """
 
 from __future__ import annotations
@@ -75,18 +76,21 @@ class WatchingWrapper(RecordingCNNSee):
 def main() -> None:
     out, strategy, mode = sys.argv[1], sys.argv[2], sys.argv[3]
     precision = sys.argv[4] if len(sys.argv) > 4 else "32-true"
+    accelerator, devices = (sys.argv[5], int(sys.argv[6])) if len(sys.argv) > 6 else ("cpu", 2)
     torch.set_num_threads(1)
     pl.seed_everything(0, workers=True)
     train, val = make_loaders(count=64, batch_size=8)
     options = dict(ascent_steps=4, num_samples=6, every_n_epochs=1, every_n_steps=3, max_overhead=None)
     callbacks = {"none": [], "cnnsee": [WatchingWrapper(**options)], "failing": [FailingOnRankOne(**options)]}[mode]
     trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=2,
+        accelerator=accelerator,
+        devices=devices,
         strategy=strategy,
         precision=precision,
         max_epochs=2,
-        deterministic=True,
+        deterministic=True
+        if accelerator == "cpu"
+        else "warn",  # CUDA: some backward kernels have no deterministic form
         callbacks=callbacks,
         default_root_dir=out,
         logger=pl.loggers.TensorBoardLogger(out, name="logs", version=0),
@@ -105,6 +109,7 @@ def main() -> None:
         saved = {
             "weights": trainer.lightning_module.state_dict(),
             "world_size": trainer.world_size,
+            "backend": getattr(trainer.strategy, "process_group_backend", None),
             "wrapper_calls_during_runs": list(WRAPPER_CALLS_DURING_RUNS),
         }
         if callback is not None and callback.last_results is not None:  # ddp_spawn: state stays in the workers
