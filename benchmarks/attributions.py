@@ -62,8 +62,10 @@ METHODS = [
 
 
 def plain_stack() -> torch.nn.Sequential:
-    """A VGG-style stack: three stages of two 3x3 conv-BN-ReLU and a 2x2 max pooling (32, 64, 128 channels), global
-    average pooling, a linear layer; 155 M multiply-adds per 64x64 image (ResNet-18: 146 M)."""
+    """A VGG-style stack: three stages of two 3x3 conv-BN-ReLU and a 2x2 max pooling (32, 64, 128 channels), average
+    pooling to 4x4 (VGG's head pools to 7x7), a linear layer; 155 M multiply-adds per 64x64 image (ResNet-18: 146 M).
+    With global pooling instead, an 8x8 window moves this random network's scores by 1e-3 of their size, and float32
+    rounding alone (Captum against our full pass) puts the relative error of the maps at 1.2e-4."""
     from torch import nn
 
     layers: list[nn.Module] = []
@@ -73,7 +75,7 @@ def plain_stack() -> torch.nn.Sequential:
             layers += [nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
             channels = width
         layers.append(nn.MaxPool2d(2))
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, NUM_CLASSES)]
+    layers += [nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(channels * 16, NUM_CLASSES)]
     return nn.Sequential(*layers)
 
 
