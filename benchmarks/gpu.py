@@ -42,7 +42,7 @@ BENCHMARKS = {
     "ascent": (["ascent.py", "--parts", "compare"], 90),
     "overhead": (["overhead.py"], 120),
 }
-TESTS_LIMIT = 240
+TESTS_LIMIT = 300
 CPU_LIMIT_FACTOR = 10  # on a CPU the same steps take far longer (see benchmarks/README.md)
 
 
