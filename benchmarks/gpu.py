@@ -40,7 +40,7 @@ BENCHMARKS = {
     "attributions": (["attributions.py"], 120),
     "faithfulness": (["faithfulness.py"], 60),
     "ascent": (["ascent.py", "--parts", "compare"], 90),
-    "overhead": (["overhead.py"], 180),
+    "overhead": (["overhead.py"], 240),
 }
 TESTS_LIMIT = 300
 CPU_LIMIT_FACTOR = 10  # on a CPU the same steps take far longer (see benchmarks/README.md)
