@@ -489,7 +489,7 @@ def main() -> int:
     parser.add_argument("--child", choices=["with", "without", "unlimited"], help=argparse.SUPPRESS)
     _common.add_device_arguments(
         parser,
-        quick="the overhead part only, 2 rounds (without-with, with-without) of the default size (8 epochs, 2048 training images)",
+        quick="the overhead part only, 2 rounds (without-with, with-without), 8 epochs on 2048 training images",
     )
     args = parser.parse_args()
     args.entries = []
