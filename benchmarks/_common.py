@@ -32,6 +32,53 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, repeats: int) -> No
     parser.add_argument("--repeats", type=int, default=repeats, help=f"timed rounds per case (default {repeats})")
 
 
+def add_device_arguments(parser: argparse.ArgumentParser, *, quick: str) -> None:
+    """``--device``, ``--quick`` (a shorter run, ``quick`` says what it leaves out) and ``--json`` (where to write
+    the headline ratios, for ``benchmarks/gpu.py``)."""
+    parser.add_argument("--device", default="cpu", help="torch device of models and images: cpu (default) or cuda")
+    parser.add_argument("--quick", action="store_true", help=f"a short run: {quick}")
+    parser.add_argument("--json", default=None, help="also write the headline ratios to this JSON file")
+
+
+def device_of(name: str) -> torch.device:
+    """The device named on the command line; exits with a message if it is CUDA and none is there."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: torch sees no CUDA device (torch {torch.__version__})")
+    return device
+
+
+def synchronized(function: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    """``function``, then waiting for the device to finish its queued work (CUDA runs asynchronously: without
+    this, a timer sees only the time to queue the work)."""
+    if device.type != "cuda":
+        return function
+
+    def run() -> object:
+        result = function()
+        torch.cuda.synchronize(device)
+        return result
+
+    return run
+
+
+def ratio_entry(name: str, ratio: tuple[float, float, float], target: float | None, at_most: bool = True) -> dict:
+    """One headline ratio for :func:`write_ratios`."""
+    return {"name": name, "median": ratio[0], "min": ratio[1], "max": ratio[2], "target": target, "at_most": at_most}
+
+
+def write_ratios(path: str | None, script: str, entries: Sequence[dict], device: torch.device) -> None:
+    """Write ``{"script", "device", "machine", "ratios": entries}`` to ``path`` (nothing when it is None)."""
+    if path is None:
+        return
+    import json
+
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    record = {"script": script, "device": str(device), "gpu": gpu, "machine": machine_line(), "ratios": list(entries)}
+    with open(path, "w") as handle:
+        json.dump(record, handle, indent=1)
+
+
 def set_threads(threads: int) -> int:
     """Fix torch's intra-op threads and return what torch reports."""
     torch.set_num_threads(max(1, threads))

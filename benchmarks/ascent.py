@@ -176,7 +176,8 @@ def compare(args: argparse.Namespace) -> list[str]:
         return ["lucent comparison: SKIPPED (torch-lucent not importable)"]
 
     torch.manual_seed(0)
-    model = torchvision.models.resnet18(weights=None).eval()
+    device = _common.device_of(args.device)  # lucent puts its images on cuda:0 whenever CUDA is there
+    model = torchvision.models.resnet18(weights=None).eval().to(device)
     ours_model = copy.deepcopy(model)
     lucent_model = copy.deepcopy(model)
     names = get_model_layers(lucent_model)
@@ -226,14 +227,16 @@ def compare(args: argparse.Namespace) -> list[str]:
     ours(steps=2)
     lucent(None, "lucent", steps=2, channels=[0])
     lucent(COMPARE_SIZE, "lucent @64", steps=2, channels=[0])
+    cases = {"ours": ours, "lucent": seeded("lucent", None), "lucent @64": seeded("lucent @64", COMPARE_SIZE)}
     times = _common.interleaved(
-        {"ours": ours, "lucent": seeded("lucent", None), "lucent @64": seeded("lucent @64", COMPARE_SIZE)},
-        repeats=args.repeats,
-        warmup=0,
+        {name: _common.synchronized(case, device) for name, case in cases.items()}, repeats=args.repeats, warmup=0
     )
     reached = {
         key: torch.stack(
-            [mean_activation(model, "layer2", CHANNELS, images, IMAGENET_MEAN, IMAGENET_STD) for images in runs]
+            [
+                mean_activation(model, "layer2", CHANNELS, images.to(device), IMAGENET_MEAN, IMAGENET_STD).cpu()
+                for images in runs
+            ]
         )
         for key, runs in found.items()
     }  # (rounds, 8)
@@ -287,6 +290,12 @@ def compare(args: argparse.Namespace) -> list[str]:
         )
     )
     print()
+    activation = ours_act / lucent_act
+    entries = [
+        _common.ratio_entry("ascent: time ours / lucent", time_ratio, TARGET_TIME_RATIO),
+        _common.ratio_entry("ascent: activation ours / lucent", (activation,) * 3, 1.0, at_most=False),
+    ]
+    _common.write_ratios(args.json, "ascent", entries, device)
     return [
         f"ascent time ours / lucent: {_common.ratio_text(time_ratio)} -> "
         f"{_common.verdict(time_ratio[0], TARGET_TIME_RATIO)}",
@@ -612,7 +621,10 @@ def main() -> int:
         default=os.path.join(ROOT, "docs", "images", "ascent_curve.png"),
         help="where the curve's PNG goes (default docs/images/ascent_curve.png)",
     )
+    _common.add_device_arguments(parser, quick="1 round of compare (the part the GPU script runs)")
     args = parser.parse_args()
+    if args.quick:
+        args.repeats = 1
     _common.set_threads(args.threads)
     warnings.filterwarnings("ignore")
     started = time.perf_counter()

@@ -65,8 +65,12 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=2, help="images in the batch (default 2)")
     parser.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     parser.add_argument("--layer", default="layer4", help="CAM layer (default layer4)")
+    _common.add_device_arguments(parser, quick="3 rounds")
     args = parser.parse_args()
+    if args.quick:
+        args.repeats = 3
     _common.set_threads(args.threads)
+    device = _common.device_of(args.device)
     warnings.filterwarnings("ignore")
 
     import torchvision
@@ -81,8 +85,8 @@ def main() -> int:
         return 2
 
     torch.manual_seed(0)
-    model = torchvision.models.resnet18(weights=None)
-    images = torch.rand(args.images, 3, args.size, args.size)
+    model = torchvision.models.resnet18(weights=None).to(device)
+    images = torch.rand(args.images, 3, args.size, args.size).to(device)
     layer = args.layer
     ours_model = copy.deepcopy(model)
     torchcam_model = copy.deepcopy(model).eval()
@@ -121,7 +125,7 @@ def main() -> int:
     # Same maps? Ours scaled as each peer scales its own.
     agreement = {}
     for method, (_, mine, _, theirs) in pairs.items():
-        our_maps, their_maps = mine(), theirs()
+        our_maps, their_maps = mine().cpu(), theirs().cpu()
         scaled = _minmax(our_maps) if method == "scorecam" else _like_pytorch_grad_cam(our_maps, args.size)
         agreement[method] = (_correlations(scaled, their_maps), float((scaled - their_maps).abs().max()))
     with torch.no_grad():
@@ -131,7 +135,7 @@ def main() -> int:
         eigen_model(images)
         handle.remove()
     numpy_sign = []
-    for activation in seen[0].numpy():
+    for activation in seen[0].cpu().numpy():
         centred = activation.reshape(activation.shape[0], -1).T
         centred = centred - centred.mean(axis=0)
         numpy_sign.append(bool(np.linalg.svd(centred)[2][0].sum() >= 0))
@@ -139,6 +143,7 @@ def main() -> int:
     cases = {}
     for name_a, case_a, name_b, case_b in pairs.values():
         cases[name_a], cases[name_b] = case_a, case_b
+    cases = {name: _common.synchronized(case, device) for name, case in cases.items()}
     times = _common.interleaved(cases, repeats=args.repeats, warmup=1)
     ratios = {method: _common.paired_ratio(times[a], times[b]) for method, (a, _, b, _) in pairs.items()}
 
@@ -184,6 +189,8 @@ def main() -> int:
         ],
         started,
     )
+    entries = [_common.ratio_entry(f"cams: {method} ours / peer", ratios[method], TARGET) for method in pairs]
+    _common.write_ratios(args.json, "cams", entries, device)
     return 0
 
 

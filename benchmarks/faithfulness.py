@@ -1,6 +1,6 @@
 """Faithfulness metrics of Grad-CAM on ResNet-18: our ``faithfulness`` against torchcam's two metric classes.
 
-    python benchmarks/faithfulness.py [--threads N] [--repeats N] [--device cpu|cuda]
+    python benchmarks/faithfulness.py [--threads N] [--repeats N] [--device cpu|cuda] [--quick] [--json PATH]
 
 Workload: torchvision ResNet-18 with random weights (``weights=None``, seeded), a batch of 8 random images of 96x96,
 Grad-CAM of ``layer4`` for each image's predicted class, scored with softmax probabilities: Average Drop and
@@ -45,7 +45,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     _common.add_common_arguments(parser, repeats=8)
     parser.add_argument("--device", default="cpu", help="torch device for model and images (default cpu)")
+    parser.add_argument("--quick", action="store_true", help="a short run: 3 rounds")
+    parser.add_argument("--json", default=None, help="also write the headline ratios to this JSON file")
     args = parser.parse_args()
+    if args.quick:
+        args.repeats = 3
     _common.set_threads(args.threads)
     warnings.filterwarnings("ignore")
     started = time.perf_counter()
@@ -63,7 +67,7 @@ def main() -> int:
         print(f"torchcam is not importable ({type(error).__name__}: {error}); pip install 'torchcam>=0.5'")
         return 2
 
-    device = torch.device(args.device)
+    device = _common.device_of(args.device)
     softmax = functools.partial(torch.softmax, dim=-1)
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None).to(device)
@@ -179,6 +183,13 @@ def main() -> int:
         + [f"largest difference from torchcam's numbers (same maps): {max(differences.values()):.1e}"],
         started,
     )
+    headline = "CPU" if device.type == "cpu" else "wall"
+    entries = [
+        _common.ratio_entry(f"faithfulness: {label} / torchcam ({measure})", ratio, TARGET)
+        for (label, measure), ratio in ratios.items()
+        if measure == headline and label != "ours, batch_size=64"
+    ]
+    _common.write_ratios(args.json, "faithfulness", entries, device)
     return 0
 
 

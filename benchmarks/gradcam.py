@@ -43,8 +43,11 @@ def _minmax(maps: torch.Tensor) -> torch.Tensor:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     _common.add_common_arguments(parser, repeats=30)
+    _common.add_device_arguments(parser, quick="5 rounds")
     args = parser.parse_args()
+    repeats = 5 if args.quick else args.repeats
     _common.set_threads(args.threads)
+    device = _common.device_of(args.device)
     warnings.filterwarnings("ignore")
 
     import torchvision
@@ -58,9 +61,9 @@ def main() -> int:
         return 2
 
     torch.manual_seed(0)
-    model = torchvision.models.resnet18(weights=None)
-    images = torch.rand(BATCH, 3, SIZE, SIZE)
-    labels = torch.randint(0, 1000, (BATCH,))
+    model = torchvision.models.resnet18(weights=None).to(device)
+    images = torch.rand(BATCH, 3, SIZE, SIZE).to(device)
+    labels = torch.randint(0, 1000, (BATCH,)).to(device)
     ours_model = copy.deepcopy(model)
     train_model = copy.deepcopy(model).train()
     theirs_model = copy.deepcopy(model)
@@ -88,7 +91,7 @@ def main() -> int:
     ours_maps = grad_cam(ours_model, images, LAYERS)
     agreement = []
     for name, cam in zip(LAYERS, separate_cams, strict=True):
-        theirs_map = torch.from_numpy(cam(input_tensor=images, targets=None))
+        theirs_map = torch.from_numpy(cam(input_tensor=images, targets=None)).to(device)
         mine = F.interpolate(
             _minmax(ours_maps[name])[:, None], size=(SIZE, SIZE), mode="bilinear", align_corners=False
         )[:, 0]
@@ -96,9 +99,15 @@ def main() -> int:
         stacked = torch.stack([mine.flatten(), theirs_map.flatten()])
         agreement.append((name, float(torch.corrcoef(stacked)[0, 1]), float((mine - theirs_map).abs().max())))
 
+    cases = {
+        "ours": ours,
+        "train step": train_step,
+        "pytorch-grad-cam": theirs,
+        "pytorch-grad-cam x2": theirs_separately,
+    }
     times = _common.interleaved(
-        {"ours": ours, "train step": train_step, "pytorch-grad-cam": theirs, "pytorch-grad-cam x2": theirs_separately},
-        repeats=args.repeats,
+        {name: _common.synchronized(case, device) for name, case in cases.items()},
+        repeats=repeats,
         warmup=3,
     )
     vs_train = _common.paired_ratio(times["ours"], times["train step"])
@@ -106,10 +115,11 @@ def main() -> int:
     vs_separate = _common.paired_ratio(times["ours"], times["pytorch-grad-cam x2"])
 
     print(
-        "Grad-CAM benchmark: ResNet-18 (random weights), batch 16 of 3x96x96, layers layer3 + layer4, predicted class"
+        "Grad-CAM benchmark: ResNet-18 (random weights), batch 16 of 3x96x96, layers layer3 + layer4, predicted class; "
+        f"device {device}"
     )
     print(_common.machine_line())
-    print(f"rounds: {args.repeats} (interleaved, 3 warm-up calls each); figures: median [min-max]")
+    print(f"rounds: {repeats} (interleaved, 3 warm-up calls each); figures: median [min-max]")
     print()
     print(_common.table(["case", "ms per call"], [[name, _common.spread(values)] for name, values in times.items()]))
     print()
@@ -138,6 +148,11 @@ def main() -> int:
         "same maps? ours vs pytorch-grad-cam per layer (min-max scaled, upsampled to 96x96): "
         + "; ".join(f"{name}: correlation {corr:.5f}, max |diff| {diff:.2e}" for name, corr, diff in agreement)
     )
+    entries = [
+        _common.ratio_entry("gradcam: ours / train step", vs_train, TARGET_VS_TRAIN),
+        _common.ratio_entry("gradcam: ours / pytorch-grad-cam", vs_theirs, TARGET_VS_PYTORCH_GRAD_CAM),
+    ]
+    _common.write_ratios(args.json, "gradcam", entries, device)
     return 0
 
 

@@ -1,8 +1,10 @@
 """A DDP fit on the CPU (gloo), run as a script by tests/test_distributed.py: Lightning's "ddp" strategy starts the
 other rank by running this file again, which it cannot do from inside pytest.
 
-Usage: python tests/ddp_fit.py OUT_DIR STRATEGY WITH_CNNSEE [PRECISION] [MODEL: cnn or vit]
-Rank 0 saves the final weights, the callback's fixed images and last results to OUT_DIR/result.pt.
+Usage: python tests/ddp_fit.py OUT_DIR STRATEGY WITH_CNNSEE [PRECISION [MODEL [ACCELERATOR DEVICES]]]
+Rank 0 saves the final weights, the callback's fixed images and last results to OUT_DIR/result.pt. MODEL is "cnn"
+(the default) or "vit". ACCELERATOR "cuda" with DEVICES 1 is the one-GPU DDP fit of tests/test_gpu.py (Lightning
+picks NCCL on CUDA).
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ def main() -> None:
     out, strategy, mode = sys.argv[1], sys.argv[2], sys.argv[3]
     precision = sys.argv[4] if len(sys.argv) > 4 else "32-true"
     vit = len(sys.argv) > 5 and sys.argv[5] == "vit"
+    accelerator, devices = (sys.argv[6], int(sys.argv[7])) if len(sys.argv) > 7 else ("cpu", 2)
     torch.set_num_threads(1)
     pl.seed_everything(0, workers=True)
     train, val = make_loaders(count=64, batch_size=8, size=(32, 32) if vit else (16, 20))
@@ -105,12 +108,14 @@ def main() -> None:
         "parts_failing": [PartsFailingOnRankOne(**options)],
     }[mode]
     trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=2,
+        accelerator=accelerator,
+        devices=devices,
         strategy=strategy,
         precision=precision,
         max_epochs=2,
-        deterministic=True,
+        deterministic=True
+        if accelerator == "cpu"
+        else "warn",  # CUDA: some backward kernels have no deterministic form
         callbacks=callbacks,
         default_root_dir=out,
         logger=pl.loggers.TensorBoardLogger(out, name="logs", version=0),
@@ -129,6 +134,7 @@ def main() -> None:
         saved = {
             "weights": trainer.lightning_module.state_dict(),
             "world_size": trainer.world_size,
+            "backend": getattr(trainer.strategy, "process_group_backend", None),
             "wrapper_calls_during_runs": list(WRAPPER_CALLS_DURING_RUNS),
         }
         if callback is not None and callback.last_results is not None:  # ddp_spawn: state stays in the workers

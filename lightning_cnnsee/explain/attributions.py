@@ -47,6 +47,7 @@ from lightning_cnnsee.explain.cam import Targets, grad_cam, resolve_targets
 from lightning_cnnsee.explain.hooks import eval_mode, gradients_enabled
 from lightning_cnnsee.explain.layers import OutputKey, select_output
 from lightning_cnnsee.explain.targets import class_scores
+from lightning_cnnsee.explain.occlusion import incremental_forward
 
 ROWS_PER_PASS = 64
 """Images per forward pass when an option leaves the batching to us (``internal_batch_size=None`` and alike)."""
@@ -59,7 +60,11 @@ INTEGRATION_METHODS = ("gausslegendre", "riemann_left", "riemann_right", "rieman
 
 
 def _logits(model: nn.Module, inputs: Tensor, output_key: OutputKey) -> Tensor:
-    logits = select_output(model(inputs), output_key)
+    return _selected_logits(model(inputs), output_key)
+
+
+def _selected_logits(output: object, output_key: OutputKey) -> Tensor:
+    logits = select_output(output, output_key)
     if logits.ndim != 2:
         raise ValueError(f"Expected logits of shape (N, num_classes), got {tuple(logits.shape)}.")
     return logits
@@ -329,10 +334,16 @@ def _occlusion(
     strides: int | tuple[int, ...] | None = None,
     baselines: float | Tensor | None = None,
     perturbations_per_eval: int | None = None,
+    incremental: bool = True,
 ) -> Tensor:
     """Occlusion (Zeiler and Fergus, 2014): at each pixel, the mean drop of ``y_c`` over the window positions that
     cover it when the window is replaced by ``baselines``. ``perturbations_per_eval`` window positions per pass
-    (None: about :data:`ROWS_PER_PASS` images; Captum's default is 1), all under ``torch.inference_mode()``."""
+    (None: about :data:`ROWS_PER_PASS` images; Captum's default is 1), all under ``torch.inference_mode()``.
+    ``incremental`` (not in Captum): recompute only what each window reaches where the model allows it
+    (:mod:`lightning_cnnsee.explain.occlusion`; the same values to float rounding); False: the full forward pass
+    for every copy, as Captum."""
+    if not isinstance(incremental, bool):
+        raise ValueError(f"incremental must be True or False, got {incremental!r}.")
     shape = images.shape[1:]
     window, steps = _window_and_strides(sliding_window_shapes, strides, shape)
     batch = len(images)
@@ -343,9 +354,13 @@ def _occlusion(
         *(torch.arange(len(m), device=images.device) for m in (channel_masks, row_masks, column_masks))
     ).view(-1, 3)
     with torch.inference_mode():
-        logits = _logits(model, images, output_key)
+        engine = incremental_forward(model, images) if incremental else None
+        logits = _logits(model, images, output_key) if engine is None else _selected_logits(engine.output, output_key)
     classes = resolve_targets(targets, logits.clone())
     original = class_scores(logits, classes).clone()
+    # the box each window position changes, inside the image (the last position's window may overhang the edge)
+    tops = (positions[:, 1].cpu() * steps[1]).clamp(max=shape[1] - window[1])
+    lefts = (positions[:, 2].cpu() * steps[2]).clamp(max=shape[2] - window[2])
     total = torch.zeros_like(images)
     coverage = torch.zeros(shape, dtype=images.dtype, device=images.device)
     channels_last = [images.ndim == 4]  # until the model refuses it (a .view() of a feature map, say)
@@ -358,9 +373,11 @@ def _occlusion(
         ).to(images.dtype)  # (P, C, H, W)
         with torch.inference_mode():
             rows = (images * (1 - masks[:, None]) + baselines * masks[:, None]).flatten(0, 1)  # (P * N, C, H, W)
-            scores = class_scores(
-                _logits_in_any_layout(model, rows, output_key, channels_last), classes.repeat(len(masks))
-            )
+            if engine is None:
+                logits = _logits_in_any_layout(model, rows, output_key, channels_last)
+            else:
+                logits = _selected_logits(engine(rows, tops[chunk], lefts[chunk], window[1:]), output_key)
+            scores = class_scores(logits, classes.repeat(len(masks)))
         drops = original - scores.view(len(masks), batch)  # (P, N)
         total += torch.einsum("pn,pchw->nchw", drops, masks)
         coverage += masks.sum(dim=0)
@@ -488,7 +505,9 @@ def attribute(
               images per pass, whole steps (None: about 64; Captum's: all ``N * n_steps``).
             - ``"occlusion"`` (Zeiler and Fergus, 2014): ``sliding_window_shapes`` (required: (C, h, w) as in
               Captum, or (h, w) for all channels), ``strides=None`` (1), ``baselines=None`` (0),
-              ``perturbations_per_eval=None`` window positions per pass (None: about 64 images; Captum's: 1).
+              ``perturbations_per_eval=None`` window positions per pass (None: about 64 images; Captum's: 1);
+              ``incremental=True`` (ours: recompute only what each window reaches, see
+              :mod:`lightning_cnnsee.explain.occlusion`; False: the full forward pass for every copy).
             - ``"guided_backprop"`` (Springenberg et al., 2015): none. Only ``nn.ReLU`` modules are guided, through
               temporary hooks; ReLUs called as functions (``F.relu``, ``torch.relu``) are not, as in Captum.
             - ``"guided_gradcam"`` (Selvaraju et al., 2017): ``layer`` (required: a name from
