@@ -46,8 +46,8 @@ from torch import Tensor, nn
 from lightning_cnnsee.explain.cam import Targets, grad_cam, resolve_targets
 from lightning_cnnsee.explain.hooks import eval_mode, gradients_enabled
 from lightning_cnnsee.explain.layers import OutputKey, select_output
-from lightning_cnnsee.explain.targets import class_scores
 from lightning_cnnsee.explain.occlusion import incremental_forward
+from lightning_cnnsee.explain.targets import class_scores
 
 ROWS_PER_PASS = 64
 """Images per forward pass when an option leaves the batching to us (``internal_batch_size=None`` and alike)."""
