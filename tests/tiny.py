@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytorch_lightning as pl
 import torch
 from torch import nn
@@ -10,6 +12,60 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_cnnsee import CNNSee
 
 NUM_CLASSES = 4
+
+
+UNIT_ROUNDOFF = 2.0**-24  # float32's unit roundoff u: one rounding of x is x (1 + d) with |d| <= u
+
+
+def float32_tolerance(terms: int, magnitude: float = 1.0) -> float:
+    """Most two float32 evaluations of one sum of ``terms`` terms can differ by, whatever the order of additions.
+
+    A float32 sum of ``n`` products whose absolute values add to ``magnitude`` is within ``gamma_n * magnitude`` of
+    the exact sum, ``gamma_n = n u / (1 - n u)`` (Higham, *Accuracy and Stability of Numerical Algorithms*, 2002,
+    eq. 3.4 and 4.4); two evaluations (another batch size, thread count or kernel) are within twice that. For a
+    chain of layers, ``terms`` adds their fan-ins (errors to first order add up along the path) and ``magnitude``
+    bounds the absolute values summed at the widest step.
+
+    Example::
+
+        >>> float32_tolerance(1) == 2 * 2.0**-24 / (1 - 2.0**-24)
+        True
+        >>> round(float32_tolerance(72, magnitude=2.0) / UNIT_ROUNDOFF)
+        288
+    """
+    gamma = terms * UNIT_ROUNDOFF / (1 - terms * UNIT_ROUNDOFF)
+    return 2 * gamma * magnitude
+
+
+def path_terms(model: nn.Module) -> int:
+    """The fan-ins of every convolution and linear layer of ``model`` added up: for a chain (or a ResNet, counting
+    each branch), at least the number of products on the way from the input to any output (the ``terms`` of
+    :func:`float32_tolerance` for one forward pass; twice that with the backward pass)."""
+    layers = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+    return sum(module.weight[0].numel() for module in model.modules() if isinstance(module, layers))
+
+
+def assert_within(actual: torch.Tensor, expected: torch.Tensor, bound: torch.Tensor | float) -> None:
+    """``|actual - expected| <= bound`` everywhere (``bound`` a number or a tensor that broadcasts), naming the worst
+    element when not."""
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    excess = (actual.double() - expected.double()).abs() - torch.as_tensor(bound, dtype=torch.float64)
+    worst = int(excess.flatten().argmax())
+    assert float(excess.flatten()[worst]) <= 0, (
+        f"element {worst}: {float(actual.flatten()[worst])} vs {float(expected.flatten()[worst])}, "
+        f"{float(excess.flatten()[worst]):.3g} beyond the bound"
+    )
+
+
+def absolute_forward(modules: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """``modules`` run on ``|inputs|`` with every parameter replaced by its absolute value: for a chain of
+    convolutions, linear layers, ReLUs and poolings, a bound on the sum of the absolute values of the terms of each
+    output (the ``magnitude`` of :func:`float32_tolerance`)."""
+    absolute = copy.deepcopy(modules).eval()
+    with torch.no_grad():
+        for parameter in absolute.parameters():
+            parameter.abs_()
+        return absolute(inputs.abs())
 
 
 def count_hooks(model: nn.Module) -> int:
