@@ -18,14 +18,17 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from tiny import float32_tolerance, path_terms
+from tiny import TinyClassifier, float32_tolerance, make_loaders, path_terms
 from torch import nn
 from torchcam.methods import GradCAM
 from torchcam.methods.core import _CAM
 from torchcam.metrics import ClassificationMetric, DeletionInsertionMetric
 
 from lightning_cnnsee import grad_cam
+from lightning_cnnsee.explain.attributions import attribute
 from lightning_cnnsee.explain.metrics import METRICS, faithfulness, normalize_maps, random_faithfulness, random_maps
+from lightning_cnnsee.run.options import Options
+from lightning_cnnsee.run.visualization import visualize
 
 SOFTMAX = functools.partial(torch.softmax, dim=-1)
 
@@ -177,15 +180,35 @@ def test_any_maps_score_as_in_torchcams_metrics(kind) -> None:
         assert all(ours[name][2].isnan() and not ours[name][[0, 1, 3, 4]].isnan().any() for name in METRICS)
 
 
-def test_attributions_are_reduced_by_the_sum_of_absolute_values_over_channels() -> None:
+def test_attributions_are_reduced_by_the_signed_sum_over_channels() -> None:
     model = make_cnn(seed=2)
     images = torch.randn(4, 3, 16, 16)
     attributions = torch.randn(4, 3, 16, 16)
-    reduced = attributions.abs().sum(dim=1)
+    reduced = attributions.sum(dim=1)
     theirs = torchcam_summary(FixedMaps(model, reduced), images, steps=10)
     ours = faithfulness(model, images, attributions, steps=10)
     assert_means_equal(ours, theirs, faithfulness_tolerance(model, 10))
     assert torch.equal(normalize_maps(attributions, images), normalize_maps(reduced, images))
+    assert not torch.equal(normalize_maps(attributions, images), normalize_maps(attributions.abs().sum(dim=1), images))
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "input_x_gradient"])
+def test_the_run_gives_the_faithfulness_the_function_gives_for_the_same_attributions(method: str) -> None:
+    # One definition: the run (what CNNSee logs) and faithfulness() on the attributions of attribute() agree.
+    torch.manual_seed(0)
+    model = TinyClassifier()
+    images, labels = next(iter(make_loaders(count=16)[1]))
+    options = Options(techniques=["attributions", "faithfulness"], attribution_methods=[method], faithfulness_steps=5)
+    results = visualize(model, images, labels, options)
+    predicted = results.logits.argmax(dim=1)
+    attributions = attribute(model, images, method, predicted)
+    torch.testing.assert_close(results.attributions_predicted[method], attributions)
+    expected = faithfulness(model, images, attributions, predicted, steps=5)
+    assert (
+        expected["avg_drop"].ne(faithfulness(model, images, attributions.abs(), predicted, steps=5)["avg_drop"]).any()
+    )
+    for metric, values in expected.items():
+        torch.testing.assert_close(results.faithfulness[method][metric], values, rtol=0, atol=0)
 
 
 def test_results_do_not_depend_on_the_batch_size() -> None:

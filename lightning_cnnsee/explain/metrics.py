@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_cnnsee.explain.attributions import attribution_map
 from lightning_cnnsee.explain.cam import Targets, resolve_targets
 from lightning_cnnsee.explain.hooks import eval_mode
 from lightning_cnnsee.explain.layers import OutputKey, select_output
@@ -53,9 +54,14 @@ def normalize_maps(maps: Tensor, images: Tensor) -> Tensor:
     """Maps as the metrics use them: (N, H, W) float32 on the images' device, each scaled to [0, 1], input-sized.
 
     3-D maps (N, h, w) are taken as they are; 4-D maps (N, C, h, w), per-pixel attributions, are reduced to one value
-    per position by the sum of absolute values over channels. Each map is then min-max scaled on its own, as
-    torchcam's ``_CAM._normalize`` does, ``(m - min m) / (max m - min m + 1e-8)`` (a constant map becomes zeros), and
-    resized to the images' (H, W) bilinearly (``align_corners=False``) if its size differs. NaN stays NaN.
+    per position by :func:`~lightning_cnnsee.explain.attributions.attribution_map`, the signed sum over channels: the
+    one reduction the run's faithfulness, drift and images use. Signed, because deletion and insertion rank pixels
+    by the evidence they give *for* the class: with Integrated Gradients' completeness (the attributions add up to
+    ``f(x) - f(baseline)``) a pixel's signed sum is its share of the score, while the absolute value would rank
+    first the pixels that argue *against* the class, and deleting them raises the score. (Saliency's default
+    ``abs=True`` gradients are non-negative: both reductions agree there.) Each map is then min-max scaled on its
+    own, as torchcam's ``_CAM._normalize`` does, ``(m - min m) / (max m - min m + 1e-8)`` (a constant map becomes
+    zeros), and resized to the images' (H, W) bilinearly (``align_corners=False``) if its size differs. NaN stays NaN.
 
     Args:
         maps: (N, h, w) maps (a CAM at its layer's resolution) or (N, C, h, w) attributions.
@@ -84,8 +90,7 @@ def normalize_maps(maps: Tensor, images: Tensor) -> Tensor:
             f"(shape {tuple(images.shape)})."
         )
     maps = maps.detach().to(device=images.device, dtype=torch.float32)
-    if maps.ndim == 4:
-        maps = maps.abs().sum(dim=1)
+    maps = attribution_map(maps)
     low = maps.amin(dim=(1, 2), keepdim=True)
     shifted = maps - low
     scaled = shifted / (shifted.amax(dim=(1, 2), keepdim=True) + _NORMALIZE_EPS)
@@ -165,7 +170,7 @@ def faithfulness(
         model: any ``nn.Module`` returning logits (N, num_classes); run in eval mode, its flags restored afterwards.
         images: input batch (N, C, H, W), normalized as the model expects.
         maps: (N, h, w) maps at any resolution (a CAM at its layer's size), or (N, C, h, w) per-pixel attributions
-            (reduced by the sum of absolute values over channels).
+            (reduced by the signed sum over channels, :func:`normalize_maps`).
         targets: ``None`` for each image's predicted class on the clean images, an int for one class for every
             image, or N class indices.
         steps: the most intervals of the deletion and insertion curves (``steps + 1`` points at most).
