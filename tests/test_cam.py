@@ -13,45 +13,12 @@ from collections import OrderedDict
 import pytest
 import torch
 import torchvision
-from tiny import assert_within, count_hooks, float32_tolerance
+from tiny import assert_within, count_hooks, float32_tolerance, make_cnn
 from torch import nn
 
 from lightning_cnnsee import CAM_METHODS, grad_cam
 
 METHODS = ["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam"]
-
-
-def make_cnn(seed: int = 0, *, dropout: bool = False, inplace: bool = False) -> nn.Sequential:
-    """conv-BN-ReLU, strided conv-BN-ReLU, conv-ReLU, max-pool, linear: 12x12 RGB images, 5 classes.
-
-    BatchNorm gets random affine parameters and running statistics far from (0, 1), so train-mode and eval-mode
-    outputs differ clearly. The max-pool makes the gradient at ``relu3`` zero in most places.
-    """
-    torch.manual_seed(seed)
-    layers = OrderedDict(
-        conv1=nn.Conv2d(3, 6, 3, padding=1),
-        bn1=nn.BatchNorm2d(6),
-        relu1=nn.ReLU(inplace=inplace),
-        conv2=nn.Conv2d(6, 8, 3, stride=2, padding=1),
-        bn2=nn.BatchNorm2d(8),
-        relu2=nn.ReLU(inplace=inplace),
-        conv3=nn.Conv2d(8, 8, 3, padding=1),
-        relu3=nn.ReLU(inplace=inplace),
-        pool=nn.MaxPool2d(2),
-        flatten=nn.Flatten(),
-    )
-    if dropout:
-        layers["drop"] = nn.Dropout(0.5)
-    layers["fc"] = nn.Linear(72, 5)
-    model = nn.Sequential(layers)
-    with torch.no_grad():
-        for bn in (model.bn1, model.bn2):
-            bn.running_mean.normal_(0.0, 0.5)
-            bn.running_var.uniform_(0.5, 2.0)
-            bn.weight.uniform_(0.5, 1.5)
-            bn.bias.normal_(0.0, 0.3)
-            bn.num_batches_tracked.fill_(7)
-    return model
 
 
 def split_at(model: nn.Sequential, layer: str) -> tuple[nn.Sequential, nn.Sequential]:

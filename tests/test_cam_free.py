@@ -16,8 +16,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from test_cam import make_cnn
-from tiny import absolute_forward, assert_within, count_hooks, float32_tolerance, path_terms
+from tiny import (
+    absolute_forward,
+    assert_maps_close,
+    assert_within,
+    count_hooks,
+    float32_tolerance,
+    grad_cam_library_raw,
+    make_cnn,
+    path_terms,
+    torchcam_scorecam,
+)
 from torch import nn
 
 from lightning_cnnsee import CAM_METHODS
@@ -36,7 +45,6 @@ pytest.importorskip("pytorch_grad_cam")
 from pytorch_grad_cam import AblationCAM, EigenCAM  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection  # noqa: E402
-from torchcam.methods import ScoreCAM  # noqa: E402
 
 FREE_METHODS = ["scorecam", "ablationcam", "eigencam"]
 
@@ -56,35 +64,6 @@ def images() -> torch.Tensor:
 def resnet18(seed: int = 0, num_classes: int = 10) -> nn.Module:
     torch.manual_seed(seed)
     return torchvision.models.resnet18(num_classes=num_classes)  # random weights, nothing downloaded
-
-
-def torchcam_scorecam(model: nn.Module, images: torch.Tensor, layer: str, targets, batch_size: int = 32):
-    """torchcam's raw Score-CAM map (``normalized=False``), on a copy of the model in eval mode."""
-    model = copy.deepcopy(model).eval()
-    with ScoreCAM(model, layer, batch_size=batch_size) as extractor:
-        with torch.no_grad():
-            model(images)
-        if callable(targets) or (isinstance(targets, list) and callable(targets[0])):
-            return extractor(targets=targets, normalized=False)[0]
-        return extractor(class_idx=list(targets), normalized=False)[0]
-
-
-def grad_cam_library_raw(cam_class, model: nn.Module, layer: str, images: torch.Tensor, targets, **kwargs):
-    """pytorch-grad-cam's per-layer map before scaling: ``BaseCAM.forward`` up to ``np.maximum(cam, 0)``."""
-    model = copy.deepcopy(model)
-    module = dict(model.named_modules())[layer]
-    extractor = cam_class(model=model, target_layers=[module], **kwargs)
-    try:
-        outputs = extractor.activations_and_grads(images)
-        gradients = None
-        if extractor.uses_gradients:
-            sum(target(output) for target, output in zip(targets, outputs, strict=True)).backward()
-            gradients = extractor.activations_and_grads.gradients[0].numpy()
-        activations = extractor.activations_and_grads.activations[0].numpy()
-        raw = extractor.get_cam_image(images, module, targets, activations, gradients, False)
-    finally:
-        extractor.activations_and_grads.release()
-    return torch.from_numpy(np.maximum(raw, 0))
 
 
 def grad_cam_library_output(cam_class, model: nn.Module, layer: str, images: torch.Tensor, targets, **kwargs):
@@ -116,25 +95,6 @@ def activations_of(model: nn.Module, images: torch.Tensor, layer: str) -> np.nda
         model(images)
     handle.remove()
     return seen[0].numpy()
-
-
-def correlations(a: torch.Tensor, b: torch.Tensor) -> list[float]:
-    return [
-        float(torch.corrcoef(torch.stack([x.flatten(), y.flatten()]).double())[0, 1]) for x, y in zip(a, b, strict=True)
-    ]
-
-
-def assert_maps_close(actual: torch.Tensor, expected: torch.Tensor, model: nn.Module, amplification: float = 1) -> None:
-    """Two float32 computations of one map (ours batched, the peer's its own way) agree up to the rounding of every
-    sum on the way: the model's forward passes (``path_terms``), then the sum of the weighted channels, with twice
-    the map's top value as magnitude, times ``amplification`` where a weight divides by a score (Ablation-CAM)."""
-    assert actual.dtype == torch.float32 and actual.shape == expected.shape
-    scale = float(expected.abs().max())
-    assert scale > 0, "the reference map is all zero: the test would prove nothing"
-    terms = path_terms(model) + actual.shape[-1] * actual.shape[-2] + 512  # + positions and channels, at most
-    assert_within(actual, expected.float(), float32_tolerance(terms, 2 * scale * amplification))
-    varying = expected.flatten(1).std(dim=1) > 0
-    assert min(correlations(actual[varying], expected[varying])) >= 0.999
 
 
 def score_amplification(model: nn.Module, images: torch.Tensor, targets) -> float:

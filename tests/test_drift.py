@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
-from test_faithfulness import CAM_LAYER, trained_patch_model
-from tiny import float32_tolerance
+from tiny import CAM_LAYER, float32_tolerance, trained_patch_model
 from torch import nn
 
 from lightning_cnnsee import grad_cam

@@ -12,13 +12,11 @@ images whose class is a bright patch at a class-dependent place.
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
-from collections import OrderedDict
 
 import pytest
 import torch
-from tiny import TinyClassifier, float32_tolerance, make_loaders, path_terms
+from tiny import CAM_LAYER, PATCH_SIZE, TinyClassifier, float32_tolerance, make_loaders, path_terms, trained_patch_model
 from torch import nn
 from torchcam.methods import GradCAM
 from torchcam.methods.core import _CAM
@@ -31,58 +29,6 @@ from lightning_cnnsee.run.options import Options
 from lightning_cnnsee.run.visualization import visualize
 
 SOFTMAX = functools.partial(torch.softmax, dim=-1)
-
-PATCH_SIZE, PATCH, PATCH_CORNERS = 24, 8, [(2, 2), (2, 14), (14, 2), (14, 14)]
-CAM_LAYER = "relu3"
-
-
-def make_patch_images(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Noise images (3x24x24) whose class (0-3) is a bright 8x8 patch near one of the four corners."""
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.randn(count, 3, PATCH_SIZE, PATCH_SIZE, generator=generator)
-    labels = torch.randint(0, len(PATCH_CORNERS), (count,), generator=generator)
-    for label, (row, col) in enumerate(PATCH_CORNERS):
-        images[labels == label, :, row : row + PATCH, col : col + PATCH] += 2.0
-    return images, labels
-
-
-def make_patch_model() -> nn.Sequential:
-    """Three conv-ReLU blocks (16 channels; 24 -> 12 -> 6), global average pooling, linear: 4 classes."""
-    torch.manual_seed(0)
-    return nn.Sequential(
-        OrderedDict(
-            conv1=nn.Conv2d(3, 16, 3, padding=1), relu1=nn.ReLU(), pool1=nn.MaxPool2d(2),
-            conv2=nn.Conv2d(16, 16, 3, padding=1), relu2=nn.ReLU(), pool2=nn.MaxPool2d(2),
-            conv3=nn.Conv2d(16, 16, 3, padding=1), relu3=nn.ReLU(),
-            pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(16, 4),
-        )
-    )  # fmt: skip
-
-
-@functools.lru_cache(maxsize=1)
-def trained_patch_model() -> tuple[nn.Module, nn.Module, torch.Tensor, torch.Tensor]:
-    """``(initial, trained, images, labels)``: the model before and after 6 epochs of Adam on 512 patch images, and
-    32 held-out images with their labels (the trained model gets all of them right). Cached: do not modify."""
-    model = make_patch_model()
-    initial = copy.deepcopy(model)
-    images, labels = make_patch_images(512, seed=0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for _ in range(6):
-            for start in range(0, len(images), 32):
-                loss = nn.functional.cross_entropy(model(images[start : start + 32]), labels[start : start + 32])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-    finally:
-        torch.set_num_threads(threads)
-    model.zero_grad(set_to_none=True)
-    held_out, held_out_labels = make_patch_images(32, seed=1)
-    with torch.no_grad():
-        assert (model(held_out).argmax(dim=1) == held_out_labels).all(), "the patch model did not learn its task"
-    return initial, model, held_out, held_out_labels
 
 
 def make_cnn(seed: int = 0) -> nn.Sequential:

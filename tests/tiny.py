@@ -1,9 +1,14 @@
-"""A tiny LightningModule and data for callback tests (no downloads, a second or two per fit on a CPU)."""
+"""What several test files share: a tiny LightningModule and data for callback tests (no downloads, a second or two per
+fit on a CPU), small CNNs, the peer libraries' maps (pytorch-grad-cam, torchcam; imported where used), and float32's
+error model for tolerances."""
 
 from __future__ import annotations
 
 import copy
+import functools
+from collections import OrderedDict
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
@@ -175,3 +180,141 @@ def read_images(log_dir: str) -> dict[str, list[int]]:
     accumulator = EventAccumulator(log_dir, size_guidance={"images": 0, "scalars": 0})
     accumulator.Reload()
     return {tag: [event.step for event in accumulator.Images(tag)] for tag in accumulator.Tags()["images"]}
+
+
+def make_cnn(seed: int = 0, *, dropout: bool = False, inplace: bool = False) -> nn.Sequential:
+    """conv-BN-ReLU, strided conv-BN-ReLU, conv-ReLU, max-pool, linear: 12x12 RGB images, 5 classes.
+
+    BatchNorm gets random affine parameters and running statistics far from (0, 1), so train-mode and eval-mode
+    outputs differ clearly. The max-pool makes the gradient at ``relu3`` zero in most places.
+    """
+    torch.manual_seed(seed)
+    layers = OrderedDict(
+        conv1=nn.Conv2d(3, 6, 3, padding=1),
+        bn1=nn.BatchNorm2d(6),
+        relu1=nn.ReLU(inplace=inplace),
+        conv2=nn.Conv2d(6, 8, 3, stride=2, padding=1),
+        bn2=nn.BatchNorm2d(8),
+        relu2=nn.ReLU(inplace=inplace),
+        conv3=nn.Conv2d(8, 8, 3, padding=1),
+        relu3=nn.ReLU(inplace=inplace),
+        pool=nn.MaxPool2d(2),
+        flatten=nn.Flatten(),
+    )
+    if dropout:
+        layers["drop"] = nn.Dropout(0.5)
+    layers["fc"] = nn.Linear(72, 5)
+    model = nn.Sequential(layers)
+    with torch.no_grad():
+        for bn in (model.bn1, model.bn2):
+            bn.running_mean.normal_(0.0, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.normal_(0.0, 0.3)
+            bn.num_batches_tracked.fill_(7)
+    return model
+
+
+def torchcam_scorecam(model: nn.Module, images: torch.Tensor, layer: str, targets, batch_size: int = 32):
+    """torchcam's raw Score-CAM map (``normalized=False``), on a copy of the model in eval mode."""
+    from torchcam.methods import ScoreCAM
+
+    model = copy.deepcopy(model).eval()
+    with ScoreCAM(model, layer, batch_size=batch_size) as extractor:
+        with torch.no_grad():
+            model(images)
+        if callable(targets) or (isinstance(targets, list) and callable(targets[0])):
+            return extractor(targets=targets, normalized=False)[0]
+        return extractor(class_idx=list(targets), normalized=False)[0]
+
+
+def grad_cam_library_raw(cam_class, model: nn.Module, layer: str, images: torch.Tensor, targets, **kwargs):
+    """pytorch-grad-cam's per-layer map before scaling: ``BaseCAM.forward`` up to ``np.maximum(cam, 0)``."""
+    model = copy.deepcopy(model)
+    module = dict(model.named_modules())[layer]
+    extractor = cam_class(model=model, target_layers=[module], **kwargs)
+    try:
+        outputs = extractor.activations_and_grads(images)
+        gradients = None
+        if extractor.uses_gradients:
+            sum(target(output) for target, output in zip(targets, outputs, strict=True)).backward()
+            gradients = extractor.activations_and_grads.gradients[0].numpy()
+        activations = extractor.activations_and_grads.activations[0].numpy()
+        raw = extractor.get_cam_image(images, module, targets, activations, gradients, False)
+    finally:
+        extractor.activations_and_grads.release()
+    return torch.from_numpy(np.maximum(raw, 0))
+
+
+def assert_maps_close(actual: torch.Tensor, expected: torch.Tensor, model: nn.Module, amplification: float = 1) -> None:
+    """Two float32 computations of one map (ours batched, the peer's its own way) agree up to the rounding of every
+    sum on the way: the model's forward passes (``path_terms``), then the sum of the weighted channels, with twice
+    the map's top value as magnitude, times ``amplification`` where a weight divides by a score (Ablation-CAM)."""
+    assert actual.dtype == torch.float32 and actual.shape == expected.shape
+    scale = float(expected.abs().max())
+    assert scale > 0, "the reference map is all zero: the test would prove nothing"
+    terms = path_terms(model) + actual.shape[-1] * actual.shape[-2] + 512  # + positions and channels, at most
+    assert_within(actual, expected.float(), float32_tolerance(terms, 2 * scale * amplification))
+    varying = expected.flatten(1).std(dim=1) > 0
+    assert min(correlations(actual[varying], expected[varying])) >= 0.999
+
+
+PATCH_SIZE, PATCH, PATCH_CORNERS = 24, 8, [(2, 2), (2, 14), (14, 2), (14, 14)]
+
+
+CAM_LAYER = "relu3"
+
+
+def make_patch_images(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise images (3x24x24) whose class (0-3) is a bright 8x8 patch near one of the four corners."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(count, 3, PATCH_SIZE, PATCH_SIZE, generator=generator)
+    labels = torch.randint(0, len(PATCH_CORNERS), (count,), generator=generator)
+    for label, (row, col) in enumerate(PATCH_CORNERS):
+        images[labels == label, :, row : row + PATCH, col : col + PATCH] += 2.0
+    return images, labels
+
+
+def make_patch_model() -> nn.Sequential:
+    """Three conv-ReLU blocks (16 channels; 24 -> 12 -> 6), global average pooling, linear: 4 classes."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(3, 16, 3, padding=1), relu1=nn.ReLU(), pool1=nn.MaxPool2d(2),
+            conv2=nn.Conv2d(16, 16, 3, padding=1), relu2=nn.ReLU(), pool2=nn.MaxPool2d(2),
+            conv3=nn.Conv2d(16, 16, 3, padding=1), relu3=nn.ReLU(),
+            pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(16, 4),
+        )
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=1)
+def trained_patch_model() -> tuple[nn.Module, nn.Module, torch.Tensor, torch.Tensor]:
+    """``(initial, trained, images, labels)``: the model before and after 6 epochs of Adam on 512 patch images, and
+    32 held-out images with their labels (the trained model gets all of them right). Cached: do not modify."""
+    model = make_patch_model()
+    initial = copy.deepcopy(model)
+    images, labels = make_patch_images(512, seed=0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(6):
+            for start in range(0, len(images), 32):
+                loss = nn.functional.cross_entropy(model(images[start : start + 32]), labels[start : start + 32])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+    model.zero_grad(set_to_none=True)
+    held_out, held_out_labels = make_patch_images(32, seed=1)
+    with torch.no_grad():
+        assert (model(held_out).argmax(dim=1) == held_out_labels).all(), "the patch model did not learn its task"
+    return initial, model, held_out, held_out_labels
+
+
+def correlations(a: torch.Tensor, b: torch.Tensor) -> list[float]:
+    return [
+        float(torch.corrcoef(torch.stack([x.flatten(), y.flatten()]).double())[0, 1]) for x, y in zip(a, b, strict=True)
+    ]
