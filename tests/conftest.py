@@ -55,3 +55,22 @@ def torch_threads():
     torch.set_num_threads(THREADS)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def wandb_offline(tmp_path, monkeypatch):
+    for variable, value in {
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_DIR": str(tmp_path),
+        "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache"),
+        "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"),
+        "WANDB_DATA_DIR": str(tmp_path / "wandb-data"),
+    }.items():
+        monkeypatch.setenv(variable, value)
+
+
+@pytest.fixture
+def mlflow_file_store(tmp_path, monkeypatch) -> str:
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 refuses a file store otherwise
+    return "file:" + str(tmp_path / "mlruns")

@@ -14,8 +14,7 @@ import pytest
 import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_loggers import mlflow_file_store, wandb_history, wandb_offline  # noqa: F401 (fixtures)
-from tiny import make_loaders, read_images
+from tiny import make_loaders, read_images, wandb_history
 from torch import nn
 
 from lightning_cnnsee import CNNSee

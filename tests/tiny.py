@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
+import struct
+import time
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
+import pytest
 import pytorch_lightning as pl
 import torch
 from torch import nn
@@ -318,3 +323,118 @@ def correlations(a: torch.Tensor, b: torch.Tensor) -> list[float]:
     return [
         float(torch.corrcoef(torch.stack([x.flatten(), y.flatten()]).double())[0, 1]) for x, y in zip(a, b, strict=True)
     ]
+
+
+def wandb_history(run_folder: Path, timeout: float = 30.0) -> list[dict]:
+    """The history rows of an offline W&B run, read from its ``run-*.wandb`` file once that holds the run's exit
+    record (``finish()`` can return before W&B's service process has written it all)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = wandb_records(run_folder)
+        if any(record.WhichOneof("record_type") == "exit" for record in records) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    rows = []
+    for record in records:
+        if record.WhichOneof("record_type") == "history":
+            row: dict = {}
+            for item in record.history.item:
+                keys = [item.key] if item.key else list(item.nested_key)
+                target = row
+                for key in keys[:-1]:
+                    target = target.setdefault(key, {})
+                target[keys[-1]] = json.loads(item.value_json)
+            rows.append(row)
+    return rows
+
+
+def wandb_records(run_folder: Path) -> list:
+    """The records of an offline W&B run's ``run-*.wandb`` file (LevelDB log format: a 7-byte file header, then
+    32 KiB blocks of chunks, each with a 7-byte header: CRC-32, length, type FULL=1/FIRST/MIDDLE/LAST=4)."""
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    [path] = run_folder.glob("run-*.wandb")
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    records, pending, position = [], b"", 7
+    while position + 7 <= len(data):
+        left_in_block = 32768 - position % 32768
+        if left_in_block < 7:
+            position += left_in_block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
+        if position + 7 + length > len(data):
+            break  # a chunk still being written
+        pending += data[position + 7 : position + 7 + length]
+        position += 7 + length
+        if kind in (1, 4):  # FULL or LAST: a whole record
+            record = Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+EVIL = "</script><script>alert(1)</script>"
+
+
+EVIL_TAG = "cnnsee/<script>alert(1)</script>"
+
+
+RUNS = ["logs/version_0", "logs/version_1"]
+
+
+CHART_SCALARS = {
+    RUNS[0]: {
+        "cnnsee/faithfulness/features.3/deletion": [(0, 0.61), (6, 0.52), (12, 0.40)],
+        "cnnsee/faithfulness/features.3/deletion_random": [(0, 0.60), (6, 0.59), (12, 0.61)],
+        "cnnsee/drift/features.3/vs_start": [(0, 0.0), (6, 0.35), (12, 0.55)],
+        "cnnsee/drift/features.3/vs_previous": [(6, 0.35), (12, 0.21)],
+        "cnnsee/overhead": [(6, 0.043), (12, 0.038)],
+    },
+    RUNS[1]: {
+        "cnnsee/faithfulness/features.3/deletion": [(0, 0.58), (6, 0.47)],
+        "cnnsee/faithfulness/features.3/deletion_random": [(0, 0.57), (6, 0.60)],
+    },
+}
+
+
+_BUILT: dict[Path, Path] = {}  # the session's base temp folder -> the logs built in it
+
+
+def review_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two real fits with CNNSee under one folder (built once per test session, for test_review.py and test_browser.py).
+
+    ``logs/version_0``: 2 epochs (CNNSee at steps 0, 6, 12), hyper-parameters ``lr=0.1`` and ``note=EVIL``, and an
+    extra image under the tag ``EVIL_TAG`` at steps 0 and 12. ``logs/version_1``: 1 epoch (steps 0, 6), ``lr=0.05``.
+    Both get the scalars of ``CHART_SCALARS``.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    session = tmp_path_factory.getbasetemp()
+    if session in _BUILT:
+        return _BUILT[session]
+    root = tmp_path_factory.mktemp("review_logs")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for epochs, hparams in [(2, {"lr": 0.1, "note": EVIL}), (1, {"lr": 0.05, "note": "plain"})]:
+            pl.seed_everything(epochs, verbose=False)
+            logger = pl.loggers.TensorBoardLogger(str(root), name="logs")
+            logger.log_hyperparams(hparams)
+            train, val = make_loaders()
+            callback = CNNSee(ascent_steps=3, num_samples=4, max_overhead=None)
+            trainer = pl.Trainer(**trainer_kwargs(root, max_epochs=epochs, logger=logger, callbacks=[callback]))
+            trainer.fit(TinyClassifier(), train, val)
+        with SummaryWriter(str(root / RUNS[0])) as writer:
+            for step, value in [(0, 0.2), (12, 0.9)]:
+                writer.add_image(EVIL_TAG, torch.full((3, 5, 7), value), step)
+        for run, scalars in CHART_SCALARS.items():
+            with SummaryWriter(str(root / run)) as writer:
+                for tag, series in scalars.items():
+                    for step, value in series:
+                        writer.add_scalar(tag, value, step)
+    finally:
+        torch.set_num_threads(threads)
+    _BUILT[session] = root
+    return root
