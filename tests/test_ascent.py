@@ -461,7 +461,7 @@ def test_an_objective_must_be_a_function_of_the_channel_returning_an_objective()
     with pytest.raises(ValueError, match=r"channel index \[8\] out of range"):
         filter_ascent(model, "conv2", [1], (3, 12, 12), steps=1, objective=lambda c: neuron("conv2", 8))
     for bad in (0, -2, 1.5, True):
-        with pytest.raises(ValueError, match="num_diverse must be an int >= 1"):
+        with pytest.raises(ValueError, match="num_diverse must be a positive int"):
             filter_ascent(model, "conv2", [1], (3, 12, 12), steps=1, num_diverse=bad)
 
 

@@ -20,6 +20,7 @@ from tiny import assert_maps_close, count_hooks, grad_cam_library_raw, torchcam_
 from torch import nn
 
 from lightning_cnnsee.explain.cam import cam, cams_for_targets, grad_cam
+from lightning_cnnsee.explain.layers import select_output
 from lightning_cnnsee.explain.targets import (
     class_scores,
     model_kind,
@@ -27,7 +28,6 @@ from lightning_cnnsee.explain.targets import (
     resolve_targets,
     score_function,
     segmentation_scores,
-    select_scores,
 )
 
 NUM_CLASSES = 4
@@ -97,7 +97,7 @@ def target_amplification(model: nn.Module, images: torch.Tensor, targets) -> flo
     """How much Ablation-CAM's ``(y - y_k) / y`` magnifies the rounding of pytorch-grad-cam's target scores ``y``: the
     sum of the absolute terms of each score over the score, at worst."""
     with torch.no_grad():
-        outputs = select_scores(copy.deepcopy(model).eval()(images))
+        outputs = select_output(copy.deepcopy(model).eval()(images))
     ratios = []
     for target, output in zip(targets, outputs, strict=True):
         score = float(target(output))
@@ -109,7 +109,7 @@ def target_amplification(model: nn.Module, images: torch.Tensor, targets) -> flo
 def runner_up_classes(model: nn.Module, images: torch.Tensor) -> list[int]:
     """Per image, the class predicted on the second most pixels: a non-empty mask, and not the default target."""
     with torch.no_grad():
-        predicted = select_scores(copy.deepcopy(model).eval()(images)).argmax(dim=1)
+        predicted = select_output(copy.deepcopy(model).eval()(images)).argmax(dim=1)
     classes = []
     for p in predicted:
         counts = torch.bincount(p.flatten(), minlength=NUM_CLASSES)
@@ -298,13 +298,13 @@ def test_model_kind_errors_name_the_shapes_and_values() -> None:
         model_kind(torch.randn(4, 3, 8))
 
 
-def test_select_scores_finds_out_in_a_dict_and_otherwise_follows_select_output() -> None:
+def test_select_output_finds_out_in_a_dict_and_the_key_it_is_given() -> None:
     out, logits = torch.randn(2, 3, 4, 4), torch.randn(2, 3)
-    assert select_scores({"out": out, "aux": out + 1}) is out
-    assert select_scores({"logits": logits, "out": out}) is logits
-    assert select_scores({"aux": out, "scores": logits}, "scores") is logits
+    assert select_output({"out": out, "aux": out + 1}) is out
+    assert select_output({"logits": logits, "out": out}) is logits
+    assert select_output({"aux": out, "scores": logits}, "scores") is logits
     with pytest.raises(TypeError, match="Cannot find the logits"):
-        select_scores({"aux": out})
+        select_output({"aux": out})
 
 
 def test_class_scores_and_resolve_targets_for_each_kind() -> None:

@@ -249,7 +249,7 @@ def test_images_that_require_grad_and_tuple_outputs() -> None:
         ({"batch_size": -2}, r"batch_size must be a positive int, got -2"),
         ({"maps": torch.rand(2, 4, 4)}, r"maps has 2 entries \(shape \(2, 4, 4\)\) for 3 images"),
         ({"maps": torch.rand(3, 16)}, r"maps must be \(N, h, w\) maps or \(N, C, h, w\) attributions, got \(3, 16\)"),
-        ({"images": torch.rand(3, 16, 16)}, r"images must be a \(N, C, H, W\) batch, got \(3, 16, 16\)"),
+        ({"images": torch.rand(3, 16, 16)}, r"images must be a floating-point \(N, C, H, W\) batch, got \(3, 16, 16\)"),
         ({"images": torch.rand(0, 3, 16, 16)}, r"images is an empty batch, of shape \(0, 3, 16, 16\)"),
         ({"baseline": torch.zeros(2, 3, 16, 16)}, r"baseline of shape \(2, 3, 16, 16\) does not broadcast"),
         ({"baseline": "zeros"}, r"baseline must be None, a number or a tensor, got str"),

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lightning_cnnsee.vocabulary.checks import positive_int
+
 CLASS_NAMES: list[str] = ["circle", "square", "triangle", "cross", "ring", "star"]
 
 # Per-channel mean and standard deviation of ShapesDataset images (measured on 16384 images of 48x48, seed 0;
@@ -67,8 +69,7 @@ class ShapesDataset(Dataset):
     """
 
     def __init__(self, num_images: int = 2048, image_size: int = 48, seed: int = 0, normalize: bool = False) -> None:
-        if not isinstance(num_images, int) or isinstance(num_images, bool) or num_images < 1:
-            raise ValueError(f"num_images must be a positive int, got {num_images!r}")
+        positive_int("num_images", num_images)
         if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 24:
             raise ValueError(f"image_size must be an int of at least 24 (pixels), got {image_size!r}")
         self.num_images = num_images

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 
 from lightning_cnnsee.callback.compat import lightning as pl
 from lightning_cnnsee.demo.data import CLASS_NAMES, MEAN, STD, ShapesDataset
+from lightning_cnnsee.vocabulary.checks import positive_int
 
 if TYPE_CHECKING:
     from lightning_cnnsee.callback.cnnsee import CNNSee
@@ -198,8 +199,7 @@ def run_demo(
         >>> sorted(trainer.callback_metrics)  # doctest: +SKIP
         ['train/acc', 'train/loss', 'val/acc', 'val/loss']
     """
-    if not isinstance(max_epochs, int) or isinstance(max_epochs, bool) or max_epochs < 1:
-        raise ValueError(f"max_epochs must be a positive int, got {max_epochs!r}")
+    positive_int("max_epochs", max_epochs)
     from lightning_cnnsee.callback.cnnsee import CNNSee
 
     if callback is None:

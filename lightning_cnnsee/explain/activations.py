@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from lightning_cnnsee.explain.checks import feature_map
 from lightning_cnnsee.explain.hooks import eval_mode, record_outputs, stop_after
 
 
@@ -36,9 +37,5 @@ def capture_activations(model: nn.Module, images: Tensor, layers: Sequence[str])
             model(images)
     result = {}
     for name in layers:
-        output = recorded.get(name)
-        if not isinstance(output, Tensor) or output.ndim != 4:
-            shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
-            raise ValueError(f"Activation layer {name!r} must output a (N, C, H, W) map, but it gave {shape}.")
-        result[name] = output
+        result[name] = feature_map(recorded.get(name), name, "Activation")
     return result

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from lightning_cnnsee.explain.hooks import eval_mode, gradients_enabled
 from lightning_cnnsee.explain.layers import OutputKey, device_and_dtype
 from lightning_cnnsee.explain.objectives import Objective, _ObjectiveBatch, channel, diversity, forward_to
+from lightning_cnnsee.vocabulary.checks import positive_int
 from lightning_cnnsee.vocabulary.choices import PARAMETERIZATIONS
 
 # The weight of the diversity term with num_diverse > 1: chosen with `benchmarks/ascent.py --parts diversity` (the
@@ -246,8 +247,7 @@ def filter_ascent(
         raise ValueError("channels is empty; give at least one channel index.")
     if min(channel_list) < 0:
         raise ValueError(f"channel indices must be >= 0, got {channel_list}.")
-    if isinstance(num_diverse, bool) or not isinstance(num_diverse, int) or num_diverse < 1:
-        raise ValueError(f"num_diverse must be an int >= 1 (images per channel), got {num_diverse!r}.")
+    positive_int("num_diverse", num_diverse)
     reported = _objectives_per_channel(layer, channel_list, objective)
     optimized = reported
     if num_diverse > 1:

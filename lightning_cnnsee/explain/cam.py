@@ -35,10 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_cnnsee.explain.checks import feature_map
 from lightning_cnnsee.explain.hooks import eval_mode, get_modules, gradients_enabled, graph_from, record_outputs
-from lightning_cnnsee.explain.layers import OutputKey
-from lightning_cnnsee.explain.targets import Score, Targets, check_kind, model_kind, score_function, select_scores
-from lightning_cnnsee.explain.targets import resolve_targets as _resolve_targets
+from lightning_cnnsee.explain.layers import OutputKey, select_output
+from lightning_cnnsee.explain.registration import hooks_on
+from lightning_cnnsee.explain.targets import Score, Targets, check_kind, model_kind, score_function
+from lightning_cnnsee.vocabulary.checks import positive_int
 
 _EPS = 1e-7
 DEFAULT_BATCH_SIZE = 32  # masked / ablated inputs per forward pass: torchcam's and pytorch-grad-cam's default
@@ -90,23 +92,6 @@ CAM_METHODS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 }
 
 
-def resolve_targets(targets: Targets, logits: Tensor, kind: str = "classification") -> Tensor:
-    """Turn ``targets`` (None, an int, or N class indices) into a LongTensor (N,) on the logits' device.
-
-    Args:
-        targets: see :func:`lightning_cnnsee.explain.targets.resolve_targets`.
-        logits: the model's scores, (N, C) or, with ``kind="segmentation"``, (N, C, H, W).
-        kind: ``"classification"``, ``"multilabel"`` or ``"segmentation"``.
-
-    Example::
-
-        >>> import torch
-        >>> resolve_targets([1, 0], torch.zeros(2, 3)).tolist()
-        [1, 0]
-    """
-    return _resolve_targets(targets, logits, kind)
-
-
 @dataclass
 class _Probe:
     """What a gradient-free method needs for one layer: the model (in eval mode), the images, the layer and its
@@ -123,7 +108,7 @@ class _Probe:
     one_image_upstream: bool | None = None  # None: not tried yet (see forward_replacing)
 
     def forward(self, inputs: Tensor) -> Tensor:
-        return select_scores(self.model(inputs), self.output_key)
+        return select_output(self.model(inputs), self.output_key)
 
     def forward_replacing(self, image: int, replacement: Tensor) -> Tensor:
         """Scores of the model with the layer's output replaced by ``replacement`` (B, C, h, w), all rows made from
@@ -164,11 +149,8 @@ def _replace_output(module: nn.Module, replacement: Tensor) -> Iterator[None]:
         calls += 1
         return replacement.clone() if calls == 1 else None  # a copy: the network may change it in place
 
-    handle = module.register_forward_hook(hook)
-    try:
+    with hooks_on([(module, hook)]):
         yield
-    finally:
-        handle.remove()
 
 
 def _combine(weights: Tensor, activation: Tensor) -> Tensor:
@@ -301,22 +283,9 @@ def check_cam_method(method: str) -> str:
     return method
 
 
-def _check_batch_size(batch_size: int) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-    return batch_size
-
-
 def _feature_maps(recorded: dict[str, object], layers: list[str]) -> list[Tensor]:
-    for name in layers:
-        activation = recorded.get(name)
-        if not isinstance(activation, Tensor) or activation.ndim != 4:
-            shape = tuple(activation.shape) if isinstance(activation, Tensor) else type(activation).__name__
-            raise ValueError(
-                f"CAM layer {name!r} must output a (N, C, H, W) feature map, but it gave {shape}; "
-                "choose a convolutional layer or block."
-            )
-    return [recorded[name] for name in layers]  # type: ignore[misc]
+    hint = "choose a convolutional layer or block."
+    return [feature_map(recorded.get(name), name, "CAM", hint) for name in layers]
 
 
 def _kind_of(scores: Tensor, kind: str | None) -> str:
@@ -336,7 +305,7 @@ def _gradient_cams(
     with gradients_enabled(), eval_mode(model), record_outputs(model, layers) as recorded:
         inputs = images.clone() if images.is_inference() else images.detach()
         with graph_from(model, layers):  # nothing below the first CAM layer is differentiated
-            scores = select_scores(model(inputs), output_key)
+            scores = select_output(model(inputs), output_key)
         kind = _kind_of(scores, kind)
         activations = _feature_maps(recorded, layers)
         score_functions = [score_function(scores, targets, kind) for targets in target_sets]
@@ -372,7 +341,7 @@ def _gradient_free_cams(
     per_layer = []
     with eval_mode(model), torch.inference_mode():
         with record_outputs(model, layers, detach=True) as recorded:
-            scores = select_scores(model(images), output_key)
+            scores = select_output(model(images), output_key)
         kind = _kind_of(scores, kind)
         activations = _feature_maps(recorded, layers)
         score_functions = [score_function(scores, targets, kind) for targets in target_sets]
@@ -425,7 +394,7 @@ def cams_for_targets(
     layers = list(layers)
     if method in CAM_METHODS:
         return _gradient_cams(model, images, layers, target_sets, method, kind, output_key)
-    batch_size = _check_batch_size(batch_size)
+    batch_size = positive_int("batch_size", batch_size)
     return _gradient_free_cams(model, images, layers, target_sets, method, kind, output_key, batch_size)
 
 
@@ -491,7 +460,7 @@ def cam(
             :mod:`lightning_cnnsee.explain.targets`); ``None`` infers it from the scores' shape
             (:func:`~lightning_cnnsee.explain.targets.model_kind`).
         output_key: where the scores are when the model returns a tuple or dict (see
-            :func:`~lightning_cnnsee.explain.targets.select_scores`; a dict's ``"out"`` is found without it).
+            :func:`~lightning_cnnsee.explain.layers.select_output`; a dict's ``"out"`` is found without it).
         batch_size: masked or ablated inputs per forward pass (gradient-free methods only).
 
     Returns:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from lightning_cnnsee.explain.registration import hooks_on
+
 OutputKey = int | str | None
 
 
@@ -120,6 +122,20 @@ def select_output(output: object, key: OutputKey = None) -> torch.Tensor:
     return selected
 
 
+def logits_of(model: nn.Module, inputs: torch.Tensor, output_key: OutputKey = None) -> torch.Tensor:
+    """The (N, num_classes) logits of ``model`` on ``inputs``, found in its output by :func:`select_output`.
+
+    Example::
+
+        >>> logits_of(nn.Linear(3, 2), torch.zeros(4, 3)).shape
+        torch.Size([4, 2])
+    """
+    logits = select_output(model(inputs), output_key)
+    if logits.ndim != 2:
+        raise ValueError(f"Expected logits of shape (N, num_classes), got {tuple(logits.shape)}.")
+    return logits
+
+
 @dataclass
 class LayerPicks:
     """Layers chosen for each technique: Grad-CAM, filter ascent and activations (features), and classes."""
@@ -138,7 +154,6 @@ def trace_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.
     mode, an in-place activation): such a layer adds nothing worth looking at.
     """
     order: list[tuple[str, nn.Module, object, bool]] = []
-    handles = []
 
     def make_hook(name: str):
         def hook(module: nn.Module, args: tuple, output: object) -> None:
@@ -147,14 +162,8 @@ def trace_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.
 
         return hook
 
-    try:
-        for name, module in named_layers(model).items():
-            handles.append(module.register_forward_hook(make_hook(name)))
-        with torch.no_grad():
-            final = model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with hooks_on((module, make_hook(name)) for name, module in named_layers(model).items()), torch.no_grad():
+        final = model(example)
     order.append(("", model, final, False))
     return order
 

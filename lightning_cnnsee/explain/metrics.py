@@ -33,21 +33,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_cnnsee.explain.attributions import attribution_map
-from lightning_cnnsee.explain.cam import Targets, resolve_targets
+from lightning_cnnsee.explain.checks import broadcast_baseline, image_batch
 from lightning_cnnsee.explain.hooks import eval_mode
-from lightning_cnnsee.explain.layers import OutputKey, select_output
+from lightning_cnnsee.explain.layers import OutputKey, logits_of
+from lightning_cnnsee.explain.targets import Targets, resolve_targets
+from lightning_cnnsee.vocabulary.checks import positive_int
 
 METRICS = ("avg_drop", "conf_increase", "deletion_auc", "insertion_auc")
 
 # torchcam's constants: _CAM._normalize adds 1e-8 to the range, ClassificationMetric 1e-7 to the clean score
 _NORMALIZE_EPS = 1e-8
 _DROP_EPS = 1e-7
-
-
-def _positive_int(name: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}.")
-    return value
 
 
 def normalize_maps(maps: Tensor, images: Tensor) -> Tensor:
@@ -73,17 +69,13 @@ def normalize_maps(maps: Tensor, images: Tensor) -> Tensor:
         tensor([[[0.0000, 0.5000],
                  [1.0000, 1.0000]]])
     """
-    if not isinstance(images, Tensor) or images.ndim != 4:
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"images must be a (N, C, H, W) batch, got {shape}.")
+    image_batch(images)
     if not isinstance(maps, Tensor) or maps.ndim not in (3, 4):
         shape = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
         raise ValueError(
             f"maps must be (N, h, w) maps or (N, C, h, w) attributions, got {shape} for images of shape "
             f"{tuple(images.shape)}."
         )
-    if images.shape[0] == 0:
-        raise ValueError(f"images is an empty batch, of shape {tuple(images.shape)}.")
     if maps.shape[0] != images.shape[0]:
         raise ValueError(
             f"maps has {maps.shape[0]} entries (shape {tuple(maps.shape)}) for {images.shape[0]} images "
@@ -100,21 +92,6 @@ def normalize_maps(maps: Tensor, images: Tensor) -> Tensor:
     return scaled
 
 
-def _baseline_for(baseline: float | Tensor | None, images: Tensor) -> Tensor:
-    if baseline is None:
-        return torch.zeros_like(images)
-    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
-        return torch.full_like(images, float(baseline))
-    if not isinstance(baseline, Tensor):
-        raise ValueError(f"baseline must be None, a number or a tensor, got {type(baseline).__name__}.")
-    try:
-        return torch.broadcast_to(baseline.to(images), images.shape)
-    except RuntimeError as error:
-        raise ValueError(
-            f"baseline of shape {tuple(baseline.shape)} does not broadcast to the images' shape {tuple(images.shape)}."
-        ) from error
-
-
 def _same_for_every_image(baseline: float | Tensor | None) -> bool:
     """Whether the baseline has no batch dimension of its own (then one all-baseline input serves every image)."""
     return not isinstance(baseline, Tensor) or baseline.ndim < 4 or baseline.shape[0] == 1
@@ -124,13 +101,6 @@ def _perturbation_counts(positions: int, steps: int) -> list[int]:
     """How many positions are perturbed at each point of the curves: torchcam's ``0, s, 2s, ..., positions``."""
     step_size = (positions + steps - 1) // steps
     return [*range(0, positions, step_size), positions]
-
-
-def _logits(model: nn.Module, batch: Tensor, output_key: OutputKey) -> Tensor:
-    logits = select_output(model(batch), output_key)
-    if logits.ndim != 2:
-        raise ValueError(f"Expected logits of shape (N, num_classes), got {tuple(logits.shape)}.")
-    return logits
 
 
 def _class_scores(logits: Tensor, classes: Tensor) -> Tensor:
@@ -195,8 +165,8 @@ def faithfulness(
         >>> {name: tuple(value.shape) for name, value in scores.items()}
         {'avg_drop': (2,), 'conf_increase': (2,), 'deletion_auc': (2,), 'insertion_auc': (2,)}
     """
-    steps = _positive_int("steps", steps)
-    batch_size = _positive_int("batch_size", batch_size)
+    steps = positive_int("steps", steps)
+    batch_size = positive_int("batch_size", batch_size)
     saliency = normalize_maps(maps, images)
     invalid = saliency.flatten(1).isnan().any(dim=1)
     saliency = torch.nan_to_num(saliency, nan=0.0)
@@ -223,8 +193,8 @@ def faithfulness(
     with eval_mode(model), torch.inference_mode():
         inputs = images.detach()
         device = inputs.device
-        base = _baseline_for(baseline, inputs)
-        logits = torch.cat([_logits(model, chunk, output_key) for chunk in inputs.split(batch_size)])
+        base = broadcast_baseline(baseline, inputs)
+        logits = torch.cat([logits_of(model, chunk, output_key) for chunk in inputs.split(batch_size)])
         classes = resolve_targets(targets, logits)
         clean = _class_scores(logits, classes)
 
@@ -244,7 +214,7 @@ def faithfulness(
             if len(masked_rows):
                 masked_images = job_image[part][masked_rows].to(device)
                 batch[masked_rows.to(device)] = (saliency[masked_images, None] * inputs[masked_images]).to(batch.dtype)
-            batch_logits = _logits(model, batch, output_key)
+            batch_logits = logits_of(model, batch, output_key)
             scores[part] = _class_scores(batch_logits, classes[image_index])
             if shared and start == 0:
                 all_baseline = _class_scores(batch_logits[:1].expand(count, -1), classes)
@@ -290,7 +260,7 @@ def random_maps(
         >>> random_maps(2, (3, 3), seed=1).shape, torch.equal(random_maps(2, (3, 3)), random_maps(2, (3, 3)))
         (torch.Size([2, 3, 3]), True)
     """
-    count = _positive_int("count", count)
+    count = positive_int("count", count)
     if (
         not isinstance(size, (tuple, list))
         or len(size) != 2
@@ -331,9 +301,7 @@ def random_faithfulness(
         >>> reference["insertion_auc"].shape
         torch.Size([2])
     """
-    if not isinstance(images, Tensor) or images.ndim != 4:
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"images must be a (N, C, H, W) batch, got {shape}.")
+    image_batch(images)
     size = tuple(images.shape[2:]) if map_size is None else map_size
     maps = random_maps(images.shape[0], size, seed=seed, device=images.device)
     return faithfulness(

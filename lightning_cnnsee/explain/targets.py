@@ -38,12 +38,6 @@ KINDS: tuple[str, ...] = ("classification", "multilabel", "segmentation")
 Targets = int | Tensor | Sequence[int] | None
 
 
-#: The scores of a model output: :func:`~lightning_cnnsee.explain.layers.select_output`, which also finds a dict's
-#: ``"out"``
-#: (torchvision's segmentation models return ``{"out": ..., "aux": ...}``).
-select_scores = select_output
-
-
 def check_kind(kind: str) -> str:
     """Return ``kind`` if it is one of :data:`KINDS`; raise ``ValueError`` naming the valid choices otherwise.
 
@@ -70,9 +64,9 @@ def model_kind(output: object, labels: Tensor | None = None, *, output_key: Outp
     function takes one.
 
     Args:
-        output: the model output, or the scores themselves (see :func:`select_scores`).
+        output: the model output, or the scores themselves (see :func:`~lightning_cnnsee.explain.layers.select_output`).
         labels: optional labels of the batch: (N,) class indices or (N, C) multi-hot.
-        output_key: where the scores are in ``output`` (see :func:`select_scores`).
+        output_key: where the scores are in ``output`` (see :func:`~lightning_cnnsee.explain.layers.select_output`).
 
     Example::
 
@@ -85,7 +79,7 @@ def model_kind(output: object, labels: Tensor | None = None, *, output_key: Outp
         >>> model_kind({"out": torch.randn(2, 5, 8, 8)})
         'segmentation'
     """
-    scores = select_scores(output, output_key)
+    scores = select_output(output, output_key)
     shape = tuple(scores.shape)
     if scores.ndim == 4:
         return "segmentation"
