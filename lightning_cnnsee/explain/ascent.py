@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from lightning_cnnsee.explain.hooks import eval_mode, gradients_enabled
 from lightning_cnnsee.explain.layers import OutputKey, device_and_dtype
 from lightning_cnnsee.explain.objectives import Objective, _ObjectiveBatch, channel, diversity, forward_to
-from lightning_cnnsee.vocabulary.checks import positive_int
+from lightning_cnnsee.vocabulary.checks import known, positive_int
 from lightning_cnnsee.vocabulary.choices import PARAMETERIZATIONS
 
 # The weight of the diversity term with num_diverse > 1: chosen with `benchmarks/ascent.py --parts diversity` (the
@@ -235,8 +235,7 @@ def filter_ascent(
         >>> result.images.shape, result.channels
         (torch.Size([6, 3, 16, 16]), [0, 0, 0, 5, 5, 5])
     """
-    if parameterization not in PARAMETERIZATIONS:
-        raise ValueError(f"Unknown parameterization {parameterization!r}; valid choices: {list(PARAMETERIZATIONS)}.")
+    known("parameterization", parameterization, PARAMETERIZATIONS)
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}.")
     shape = tuple(int(v) for v in input_shape)

@@ -49,7 +49,7 @@ from lightning_cnnsee.explain.hooks import eval_mode, gradients_enabled
 from lightning_cnnsee.explain.layers import OutputKey, logits_of
 from lightning_cnnsee.explain.registration import hooks_on
 from lightning_cnnsee.explain.targets import Targets, resolve_targets
-from lightning_cnnsee.vocabulary.checks import positive_int
+from lightning_cnnsee.vocabulary.checks import known, positive_int
 
 ROWS_PER_PASS = 64
 """Images per forward pass when an option leaves the batching to us (``internal_batch_size=None`` and alike)."""
@@ -147,8 +147,7 @@ class _GuidedGradient(torch.autograd.Function):
 
 def _path(method: str, n_steps: int) -> tuple[Tensor, Tensor]:
     """Points ``alpha`` in [0, 1] and their weights for the path integral, as Captum's ``approximation_methods``."""
-    if method not in INTEGRATION_METHODS:
-        raise ValueError(f"Unknown integration method={method!r}; valid choices: {list(INTEGRATION_METHODS)}.")
+    known("integration method", method, INTEGRATION_METHODS)
     fewest = 1 if method == "gausslegendre" else 2
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < fewest:
         raise ValueError(f"n_steps must be an int >= {fewest} for method={method!r}, got {n_steps!r}.")
@@ -243,8 +242,7 @@ def _smoothgrad(
     """SmoothGrad (Smilkov et al., 2017), as Captum's ``NoiseTunnel(Saliency)``: the saliency (``abs`` as there) of
     ``nt_samples`` copies of each image plus Gaussian noise of standard deviation ``stdevs``, averaged
     (``"smoothgrad"``), its square averaged (``"smoothgrad_sq"``) or its variance (``"vargrad"``)."""
-    if nt_type not in NOISE_TUNNEL_TYPES:
-        raise ValueError(f"Unknown nt_type={nt_type!r}; valid choices: {list(NOISE_TUNNEL_TYPES)}.")
+    known("nt_type", nt_type, NOISE_TUNNEL_TYPES)
     positive_int("nt_samples", nt_samples)
     if isinstance(stdevs, bool) or not isinstance(stdevs, (int, float)) or stdevs < 0:
         raise ValueError(f"stdevs must be a non-negative number, got {stdevs!r}.")

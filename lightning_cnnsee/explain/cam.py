@@ -40,7 +40,7 @@ from lightning_cnnsee.explain.hooks import eval_mode, get_modules, gradients_ena
 from lightning_cnnsee.explain.layers import OutputKey, select_output
 from lightning_cnnsee.explain.registration import hooks_on
 from lightning_cnnsee.explain.targets import Score, Targets, check_kind, model_kind, score_function
-from lightning_cnnsee.vocabulary.checks import positive_int
+from lightning_cnnsee.vocabulary.checks import known, positive_int
 
 _EPS = 1e-7
 DEFAULT_BATCH_SIZE = 32  # masked / ablated inputs per forward pass: torchcam's and pytorch-grad-cam's default
@@ -278,9 +278,7 @@ def check_cam_method(method: str) -> str:
         >>> check_cam_method("scorecam")
         'scorecam'
     """
-    if method not in ALL_CAM_METHODS:
-        raise ValueError(f"Unknown CAM method {method!r}; valid choices: {sorted(ALL_CAM_METHODS)}.")
-    return method
+    return known("CAM method", method, ALL_CAM_METHODS, sort=True)  # type: ignore[return-value]
 
 
 def _feature_maps(recorded: dict[str, object], layers: list[str]) -> list[Tensor]:

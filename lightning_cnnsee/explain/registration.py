@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Iterator
 
 from torch import nn
 
+from lightning_cnnsee.vocabulary.checks import known
+
 __all__ = ["HOOK_KINDS", "hooks_on"]
 
 #: The kinds of hooks :func:`hooks_on` registers (by ``nn.Module.register_<kind>_hook``).
@@ -37,8 +39,7 @@ def hooks_on(hooks: Iterable[tuple[nn.Module, Callable]], *, kind: str = "forwar
         hooks: ``(module, hook)`` pairs, registered in this order (hooks of one module run in the order registered).
         kind: ``"forward"`` (``hook(module, args, output)``) or ``"forward_pre"`` (``hook(module, args)``).
     """
-    if kind not in HOOK_KINDS:
-        raise ValueError(f"Unknown hook kind {kind!r}; valid choices: {list(HOOK_KINDS)}.")
+    known("hook kind", kind, HOOK_KINDS)
     handles = []
     try:
         for module, hook in hooks:

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from lightning_cnnsee.explain.layers import OutputKey, select_output
+from lightning_cnnsee.vocabulary.checks import known
 
 KINDS: tuple[str, ...] = ("classification", "multilabel", "segmentation")
 
@@ -49,9 +50,7 @@ def check_kind(kind: str) -> str:
         >>> check_kind("multilabel")
         'multilabel'
     """
-    if kind not in KINDS:
-        raise ValueError(f"Unknown model kind {kind!r}; valid choices: {list(KINDS)}.")
-    return kind
+    return known("model kind", kind, KINDS)  # type: ignore[return-value]
 
 
 def model_kind(output: object, labels: Tensor | None = None, *, output_key: OutputKey = None) -> str:

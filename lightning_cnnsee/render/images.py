@@ -27,6 +27,7 @@ from torchvision.utils import make_grid
 
 from lightning_cnnsee.explain.attributions import attribution_map
 from lightning_cnnsee.explain.targets import class_indices
+from lightning_cnnsee.vocabulary.checks import known
 from lightning_cnnsee.vocabulary.choices import CAM_SCALES
 from lightning_cnnsee.vocabulary.tags import make_tag
 
@@ -155,8 +156,7 @@ def scale_cams(cams: Sequence[Tensor], scale: str = "batch", *, signed: bool = F
     CAMs are >= 0 and go from 0 to 1; ``signed`` maps (attributions) are scaled by their largest magnitude and go
     from 0 (most negative) through 0.5 (zero) to 1 (most positive), for :func:`diverging`.
     """
-    if scale not in CAM_SCALES:
-        raise ValueError(f"Unknown CAM scale {scale!r}; valid choices: {list(CAM_SCALES)}.")
+    known("CAM scale", scale, CAM_SCALES)
     cams = [torch.nan_to_num(cam.detach().float().cpu(), nan=0.0, posinf=0.0, neginf=0.0) for cam in cams]
     magnitudes = [cam.abs() if signed else cam for cam in cams]
     if scale == "batch":

@@ -15,7 +15,9 @@ Example::
 
 from __future__ import annotations
 
-__all__ = ["positive_int"]
+from collections.abc import Collection
+
+__all__ = ["known", "positive_int"]
 
 
 def positive_int(name: str, value: object, *, or_none: bool = False) -> int | None:
@@ -30,4 +32,25 @@ def positive_int(name: str, value: object, *, or_none: bool = False) -> int | No
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int{' or None' if or_none else ''}, got {value!r}.")
+    return value
+
+
+def known(what: str, value: object, choices: Collection, *, sort: bool = False) -> object:
+    """``value`` if it is one of ``choices``; otherwise ``ValueError: Unknown <what> <value>; valid choices: [...]``.
+
+    Args:
+        what: what the value names (``"CAM method"``), for the message.
+        value: what was passed.
+        choices: the valid values, listed in the message in their order (sorted with ``sort``).
+
+    Example::
+
+        >>> known("CAM scale", "run", ["batch", "image"])
+        Traceback (most recent call last):
+        ...
+        ValueError: Unknown CAM scale 'run'; valid choices: ['batch', 'image'].
+    """
+    if value not in choices:
+        listed = sorted(choices) if sort else list(choices)
+        raise ValueError(f"Unknown {what} {value!r}; valid choices: {listed}.")
     return value
