@@ -30,6 +30,22 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 
+__all__ = [
+    "DEFAULT_DEMO_EPOCHS",
+    "add_demo_parser",
+    "add_export_parser",
+    "add_report_parser",
+    "build_parser",
+    "main",
+    "non_negative_int",
+    "positive_int",
+    "print_problems",
+    "run_demo_command",
+    "run_export_command",
+    "run_report_command",
+    "whole_number",
+]
+
 DEFAULT_DEMO_EPOCHS = 8
 
 

@@ -53,6 +53,8 @@ from lightning_cnnsee.sinks.writers import ImageWriter, LogSinks
 from lightning_cnnsee.vocabulary.choices import TECHNIQUES
 from lightning_cnnsee.vocabulary.tags import make_tag
 
+__all__ = ["AttributionMethod", "CNNSee", "CamMethod", "Technique"]
+
 Technique = Literal["gradcam", "attributions", "filters", "classes", "activations", "faithfulness", "drift"]
 CamMethod = Literal["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "scorecam", "ablationcam", "eigencam"]
 AttributionMethod = Literal[

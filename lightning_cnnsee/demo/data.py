@@ -36,6 +36,8 @@ from torch.utils.data import Dataset
 
 from lightning_cnnsee.vocabulary.checks import positive_int
 
+__all__ = ["CLASS_NAMES", "MEAN", "STD", "ShapesDataset", "render_shapes"]
+
 CLASS_NAMES: list[str] = ["circle", "square", "triangle", "cross", "ring", "star"]
 
 # Per-channel mean and standard deviation of ShapesDataset images (measured on 16384 images of 48x48, seed 0;

@@ -32,6 +32,8 @@ from lightning_cnnsee.callback.compat import lightning as pl
 from lightning_cnnsee.demo.data import CLASS_NAMES, MEAN, STD, ShapesDataset
 from lightning_cnnsee.vocabulary.checks import positive_int
 
+__all__ = ["ShapesClassifier", "ShapesDataModule", "run_demo"]
+
 if TYPE_CHECKING:
     from lightning_cnnsee.callback.cnnsee import CNNSee
 

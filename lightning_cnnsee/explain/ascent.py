@@ -45,6 +45,15 @@ from lightning_cnnsee.explain.objectives import Objective, _ObjectiveBatch, chan
 from lightning_cnnsee.vocabulary.checks import known, positive_int
 from lightning_cnnsee.vocabulary.choices import PARAMETERIZATIONS
 
+__all__ = [
+    "AscentResult",
+    "DIVERSITY_WEIGHT",
+    "channel_generator",
+    "filter_ascent",
+    "make_parameterization",
+    "random_transform",
+]
+
 # The weight of the diversity term with num_diverse > 1: chosen with `benchmarks/ascent.py --parts diversity` (the
 # figures are in benchmarks/README.md): images of one channel differ clearly and keep nearly all of its activation.
 DIVERSITY_WEIGHT = 3.0

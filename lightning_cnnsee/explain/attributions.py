@@ -51,6 +51,16 @@ from lightning_cnnsee.explain.registration import hooks_on
 from lightning_cnnsee.explain.targets import Targets, resolve_targets
 from lightning_cnnsee.vocabulary.checks import known, positive_int
 
+__all__ = [
+    "ATTRIBUTION_METHODS",
+    "INTEGRATION_METHODS",
+    "NOISE_TUNNEL_TYPES",
+    "ROWS_PER_PASS",
+    "attribute",
+    "attribution_map",
+    "method_options",
+]
+
 ROWS_PER_PASS = 64
 """Images per forward pass when an option leaves the batching to us (``internal_batch_size=None`` and alike)."""
 

@@ -42,6 +42,18 @@ from lightning_cnnsee.explain.registration import hooks_on
 from lightning_cnnsee.explain.targets import Score, Targets, check_kind, model_kind, score_function
 from lightning_cnnsee.vocabulary.checks import known, positive_int
 
+__all__ = [
+    "ALL_CAM_METHODS",
+    "CAM_METHODS",
+    "DEFAULT_BATCH_SIZE",
+    "GRADIENT_FREE_CAM_METHODS",
+    "cam",
+    "cams_and_logits",
+    "cams_for_targets",
+    "check_cam_method",
+    "grad_cam",
+]
+
 _EPS = 1e-7
 DEFAULT_BATCH_SIZE = 32  # masked / ablated inputs per forward pass: torchcam's and pytorch-grad-cam's default
 

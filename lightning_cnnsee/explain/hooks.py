@@ -29,6 +29,18 @@ from torch import nn
 from lightning_cnnsee.explain.layers import named_layers, plain_name, resolve_layer_names
 from lightning_cnnsee.explain.registration import hooks_on
 
+__all__ = [
+    "StopForward",
+    "eval_mode",
+    "get_modules",
+    "gradients_enabled",
+    "graph_from",
+    "record_outputs",
+    "run_eagerly",
+    "stop_after",
+    "stop_hooks",
+]
+
 
 class StopForward(Exception):
     """Raised by :func:`stop_after` to end a forward pass once the layers of interest have run."""

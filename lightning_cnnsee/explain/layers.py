@@ -25,6 +25,22 @@ from torch import nn
 
 from lightning_cnnsee.explain.registration import hooks_on
 
+__all__ = [
+    "COMPILED_PART",
+    "LayerPicks",
+    "OutputKey",
+    "device_and_dtype",
+    "find_layer",
+    "logits_of",
+    "named_layers",
+    "pick_layers",
+    "plain_name",
+    "resolve_layer_names",
+    "select_output",
+    "spread",
+    "trace_layers",
+]
+
 OutputKey = int | str | None
 
 

@@ -39,6 +39,8 @@ from lightning_cnnsee.explain.layers import OutputKey, logits_of
 from lightning_cnnsee.explain.targets import Targets, resolve_targets
 from lightning_cnnsee.vocabulary.checks import positive_int
 
+__all__ = ["METRICS", "faithfulness", "normalize_maps", "random_faithfulness", "random_maps"]
+
 METRICS = ("avg_drop", "conf_increase", "deletion_auc", "insertion_auc")
 
 # torchcam's constants: _CAM._normalize adds 1e-8 to the range, ClassificationMetric 1e-7 to the clean score

@@ -41,6 +41,8 @@ from torch import Tensor, nn
 from lightning_cnnsee.explain.hooks import StopForward, record_outputs, stop_hooks
 from lightning_cnnsee.explain.layers import OutputKey, select_output
 
+__all__ = ["Layer", "Objective", "channel", "diversity", "forward_to", "neuron"]
+
 Layer = str | None
 """A layer name of ``model.named_modules()``, or ``None`` for the model's output."""
 

@@ -34,6 +34,21 @@ from torch import Tensor
 from lightning_cnnsee.explain.layers import OutputKey, select_output
 from lightning_cnnsee.vocabulary.checks import known
 
+__all__ = [
+    "KINDS",
+    "Score",
+    "Targets",
+    "check_kind",
+    "class_indices",
+    "class_scores",
+    "model_kind",
+    "multilabel_targets",
+    "resolve_targets",
+    "score_function",
+    "segmentation_masks",
+    "segmentation_scores",
+]
+
 KINDS: tuple[str, ...] = ("classification", "multilabel", "segmentation")
 
 Targets = int | Tensor | Sequence[int] | None

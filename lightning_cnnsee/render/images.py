@@ -31,6 +31,29 @@ from lightning_cnnsee.vocabulary.checks import known
 from lightning_cnnsee.vocabulary.choices import CAM_SCALES
 from lightning_cnnsee.vocabulary.tags import make_tag
 
+__all__ = [
+    "CORRECT_COLOR",
+    "MISTAKE_COLOR",
+    "SIGNED_ATTRIBUTIONS",
+    "caption",
+    "class_colours",
+    "class_name",
+    "denormalize",
+    "diverging",
+    "grid",
+    "overlay",
+    "render_activations",
+    "render_columns",
+    "render_gradcam",
+    "render_patterns",
+    "render_results",
+    "robust_max",
+    "scale_cams",
+    "to_rgb",
+    "turbo",
+    "upscale",
+]
+
 if TYPE_CHECKING:
     from lightning_cnnsee.run.options import Options
     from lightning_cnnsee.run.results import Results

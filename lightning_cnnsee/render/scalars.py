@@ -20,6 +20,8 @@ from lightning_cnnsee.explain.drift import DriftTracker, SanityCheck
 from lightning_cnnsee.run.results import Results, explained_maps
 from lightning_cnnsee.vocabulary.tags import make_tag
 
+__all__ = ["failed_sanity_checks", "run_scalars"]
+
 
 def run_scalars(results: Results, drift: DriftTracker | None, *, instance: str | None = None) -> dict[str, float]:
     """``{tag: value}`` of a run: the mean over the images of each faithfulness metric of each map, and of the same

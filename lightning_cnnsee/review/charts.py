@@ -32,6 +32,27 @@ from typing import Any
 from lightning_cnnsee.review.runs import Run
 from lightning_cnnsee.vocabulary.tags import KINDS, is_cnnsee_tag, parse_tag, tag_order
 
+__all__ = [
+    "BOTTOM",
+    "Chart",
+    "DASHES",
+    "LEFT",
+    "LEGEND_ROW",
+    "MAX_MARKERS",
+    "PALETTE",
+    "PLOT_HEIGHT",
+    "REFERENCE_SUFFIXES",
+    "RIGHT",
+    "Series",
+    "TOP",
+    "WIDTH",
+    "Y_LABELS",
+    "chart_key",
+    "chart_svg",
+    "charts_of",
+    "nice_ticks",
+]
+
 REFERENCE_SUFFIXES = ("_random", "_baseline", "_reference")
 PALETTE = ("#2f6fde", "#e8590c", "#2b8a3e", "#ae3ec9", "#c92a2a", "#0c8599", "#b08800", "#5f3dc4")
 DASHES = ("", "6 4", "2 3", "9 3 2 3")

@@ -45,6 +45,8 @@ from lightning_cnnsee.review.logs import load_runs, progress_bar
 from lightning_cnnsee.review.runs import Frame, Run, evenly_spaced, format_value
 from lightning_cnnsee.vocabulary.tags import PREFIX, parse_tag, tag_order
 
+__all__ = ["ReportPage", "ReportSummary", "asset", "data_uri_parts", "render_report", "script_json", "write_report"]
+
 
 @dataclass
 class ReportSummary:

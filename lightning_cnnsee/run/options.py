@@ -27,6 +27,20 @@ from lightning_cnnsee.explain.cam import check_cam_method
 from lightning_cnnsee.vocabulary.choices import ALL_TECHNIQUES, CAM_SCALES, MODEL_KINDS, PARAMETERIZATIONS, TECHNIQUES
 from lightning_cnnsee.vocabulary.tags import KINDS, safe_path_part
 
+__all__ = [
+    "DEFAULT_NAME_LENGTH",
+    "Options",
+    "choice",
+    "choices_list",
+    "default_name",
+    "index_list",
+    "instance_name",
+    "name_list",
+    "number_list",
+    "positive_number",
+    "whole_number",
+]
+
 
 def _fail(name: str, value: Any, expected: str) -> ValueError:
     return ValueError(f"CNNSee({name}={value!r}): {expected}.")

@@ -27,6 +27,8 @@ from lightning_cnnsee.explain.hooks import eval_mode, gradients_enabled
 from lightning_cnnsee.explain.layers import LayerPicks, device_and_dtype, pick_layers, resolve_layer_names
 from lightning_cnnsee.run.options import Options
 
+__all__ = ["LayerChoice", "adopt_picks", "check_layer_names", "choose_layers", "example_input", "probe"]
+
 
 @dataclass
 class LayerChoice:

@@ -40,6 +40,20 @@ from lightning_cnnsee.run.results import PatternJob, Results, explained_maps
 from lightning_cnnsee.run.selection import LayerChoice, choose_layers
 from lightning_cnnsee.run.shares import split_jobs, unsplit
 
+__all__ = [
+    "PER_IMAGE_DICTS",
+    "ascend",
+    "attribution_settings",
+    "estimate_pattern_seconds",
+    "gather_measures",
+    "gather_patterns",
+    "isolated",
+    "model_images",
+    "pattern_jobs",
+    "segmentation_targets",
+    "visualize",
+]
+
 
 def pattern_jobs(choice: LayerChoice, options: Options) -> list[PatternJob]:
     """Every filter and class pattern of a run, in a fixed order (filters by layer, then classes)."""

@@ -10,6 +10,8 @@ Example::
 
 from __future__ import annotations
 
+__all__ = ["ALL_TECHNIQUES", "CAM_SCALES", "MODEL_KINDS", "PARAMETERIZATIONS", "TECHNIQUES"]
+
 #: How CAM maps are scaled to [0, 1] for display: over the whole batch, or each image on its own.
 CAM_SCALES = ("batch", "image")
 #: How filter ascent parameterizes the image it optimizes.

@@ -23,6 +23,20 @@ import re
 from collections.abc import Iterable
 from typing import NamedTuple
 
+__all__ = [
+    "IMAGE_KINDS",
+    "KINDS",
+    "PREFIX",
+    "SCALAR_KINDS",
+    "Tag",
+    "is_cnnsee_tag",
+    "make_tag",
+    "parse_tag",
+    "path_parts",
+    "safe_path_part",
+    "tag_order",
+]
+
 PREFIX = "cnnsee"
 
 #: Every kind, in the order a reader meets them (the report's sections, the export's folders).
