@@ -43,13 +43,13 @@ __all__ = [
     "run_demo_command",
     "run_export_command",
     "run_report_command",
-    "whole_number",
+    "int_argument",
 ]
 
 DEFAULT_DEMO_EPOCHS = 8
 
 
-def whole_number(minimum: int, expected: str) -> Callable[[str], int]:
+def int_argument(minimum: int, expected: str) -> Callable[[str], int]:
     """An ``argparse`` type: an int >= ``minimum``, with an error message that shows what was given."""
 
     def parse(text: str) -> int:
@@ -64,8 +64,8 @@ def whole_number(minimum: int, expected: str) -> Callable[[str], int]:
     return parse
 
 
-positive_int = whole_number(1, "a positive whole number")
-non_negative_int = whole_number(0, "a whole number >= 0")
+positive_int = int_argument(1, "a positive whole number")
+non_negative_int = int_argument(0, "a whole number >= 0")
 
 
 def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from lightning_cnnsee.render.images import (
-    CORRECT_COLOR,
-    MISTAKE_COLOR,
+    CORRECT_COLOUR,
+    MISTAKE_COLOUR,
     caption,
     overlay,
     render_activations,
-    render_gradcam,
+    render_maps,
     render_results,
     scale_cams,
     turbo,
@@ -72,14 +72,14 @@ def _frame_colour(grid: torch.Tensor, column: int, tile_width: int) -> torch.Ten
 def test_a_mistake_is_framed_red_and_a_correct_prediction_green():
     images = torch.rand(2, 3, 96, 96)
     cams = torch.rand(2, 6, 6)
-    grid = render_gradcam(images, [cams], ["a", "b"], mistakes=torch.tensor([True, False]))
-    torch.testing.assert_close(_frame_colour(grid, 0, 96), torch.tensor(MISTAKE_COLOR))
-    torch.testing.assert_close(_frame_colour(grid, 1, 96), torch.tensor(CORRECT_COLOR))
+    grid = render_maps(images, [cams], ["a", "b"], mistakes=torch.tensor([True, False]))
+    torch.testing.assert_close(_frame_colour(grid, 0, 96), torch.tensor(MISTAKE_COLOUR))
+    torch.testing.assert_close(_frame_colour(grid, 1, 96), torch.tensor(CORRECT_COLOUR))
 
 
 def test_without_labels_no_tile_is_framed():
     images = torch.zeros(1, 3, 96, 96)
-    grid = render_gradcam(images, [torch.zeros(1, 6, 6)], ["a"], mistakes=None, alpha=0.0)
+    grid = render_maps(images, [torch.zeros(1, 6, 6)], ["a"], mistakes=None, alpha=0.0)
     assert float(_frame_colour(grid, 0, 96).max()) == 0.0  # the black image itself, no frame
 
 
@@ -107,17 +107,15 @@ def test_rendered_results_frame_mistakes_from_the_true_labels():
     predicted = model(images).argmax(dim=1)
     labels = torch.stack([predicted[0], 1 - predicted[1]])  # the first right, the second wrong
     grid = render_results(visualize(model, images, labels, options), images, labels, options)["cnnsee/gradcam/1"]
-    torch.testing.assert_close(_frame_colour(grid, 0, 96), torch.tensor(CORRECT_COLOR))
-    torch.testing.assert_close(_frame_colour(grid, 1, 96), torch.tensor(MISTAKE_COLOR))
+    torch.testing.assert_close(_frame_colour(grid, 0, 96), torch.tensor(CORRECT_COLOUR))
+    torch.testing.assert_close(_frame_colour(grid, 1, 96), torch.tensor(MISTAKE_COLOUR))
 
 
 def test_signed_maps_keep_their_sign_negative_below_the_middle_zero_at_it():
     maps = torch.tensor([[[-2.0, 0.0], [1.0, 2.0]]])
     (scaled,) = scale_cams([maps], "image", signed=True)
     torch.testing.assert_close(scaled, torch.tensor([[[0.0, 0.5], [0.75, 1.0]]]))  # (m / max|m| + 1) / 2
-    grid = render_gradcam(
-        torch.zeros(1, 3, 96, 96), [maps], ["a"], mistakes=None, alpha=1.0, signed=True, scale="image"
-    )
+    grid = render_maps(torch.zeros(1, 3, 96, 96), [maps], ["a"], mistakes=None, alpha=1.0, signed=True, scale="image")
     tile = grid[:, 2 + 96 + 2 + strip_height(grid, rows=2, tile=96) :, 2 : 2 + 96]  # the map's row, below the image's
     negative, positive = tile[:, 5, 5], tile[:, 90, 90]  # nearest the -2 corner and the +2 corner
     assert negative[2] > negative[0] + 0.3 and positive[0] > positive[2] + 0.3  # blue below zero, red above
@@ -152,6 +150,6 @@ def test_multilabel_frames_are_green_where_predicted_equals_true_and_red_where_n
     [grid] = render_results(results, torch.rand(1, 3, 96, 96), labels, Options()).values()
     row = (grid.shape[1] - 2) // 4  # the image, then a tile per pair: 4 rows
     frames = [grid[:, 2 + r * row + 10, 2] for r in (1, 2, 3)]
-    torch.testing.assert_close(frames[0], torch.tensor(CORRECT_COLOR))  # predicted and true
-    torch.testing.assert_close(frames[1], torch.tensor(MISTAKE_COLOR))  # predicted, not true
-    torch.testing.assert_close(frames[2], torch.tensor(MISTAKE_COLOR))  # true, not predicted
+    torch.testing.assert_close(frames[0], torch.tensor(CORRECT_COLOUR))  # predicted and true
+    torch.testing.assert_close(frames[1], torch.tensor(MISTAKE_COLOUR))  # predicted, not true
+    torch.testing.assert_close(frames[2], torch.tensor(MISTAKE_COLOUR))  # true, not predicted

@@ -35,7 +35,7 @@ from lightning_cnnsee.explain.layers import OutputKey, select_output
 from lightning_cnnsee.vocabulary.checks import known
 
 __all__ = [
-    "KINDS",
+    "MODEL_KINDS",
     "Score",
     "Targets",
     "check_kind",
@@ -49,13 +49,13 @@ __all__ = [
     "segmentation_scores",
 ]
 
-KINDS: tuple[str, ...] = ("classification", "multilabel", "segmentation")
+MODEL_KINDS: tuple[str, ...] = ("classification", "multilabel", "segmentation")
 
 Targets = int | Tensor | Sequence[int] | None
 
 
 def check_kind(kind: str) -> str:
-    """Return ``kind`` if it is one of :data:`KINDS`; raise ``ValueError`` naming the valid choices otherwise.
+    """Return ``kind`` if it is one of :data:`MODEL_KINDS`; raise ``ValueError`` naming the valid choices otherwise.
 
     Args:
         kind: ``"classification"``, ``"multilabel"`` or ``"segmentation"``.
@@ -65,7 +65,7 @@ def check_kind(kind: str) -> str:
         >>> check_kind("multilabel")
         'multilabel'
     """
-    return known("model kind", kind, KINDS)  # type: ignore[return-value]
+    return known("model kind", kind, MODEL_KINDS)  # type: ignore[return-value]
 
 
 def model_kind(output: object, labels: Tensor | None = None, *, output_key: OutputKey = None) -> str:
@@ -151,7 +151,7 @@ def resolve_targets(targets: Targets, scores: Tensor, kind: str = "classificatio
             image's prediction: the top class (classification), the top-scoring label (multi-label), or the class
             predicted on the most pixels (segmentation).
         scores: the model's scores, (N, C) or (N, C, H, W); class indices must be below C.
-        kind: one of :data:`KINDS`.
+        kind: one of :data:`MODEL_KINDS`.
 
     Example::
 
@@ -306,7 +306,7 @@ def score_function(scores: Tensor, targets: Targets = None, kind: str | None = N
     Args:
         scores: the model's scores on the images, (N, C) or (N, C, H, W).
         targets: class or label indices, as in :func:`resolve_targets` (``None``: each image's prediction).
-        kind: one of :data:`KINDS`; ``None`` infers it with :func:`model_kind` (without labels: (N, C) is taken as
+        kind: one of :data:`MODEL_KINDS`; ``None`` infers it with :func:`model_kind` (without labels: (N, C) is taken as
             classification, which scores a multi-label model's label the same way).
 
     Example::

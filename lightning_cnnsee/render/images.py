@@ -6,8 +6,8 @@ Everything returns a float32 (3, H, W) tensor in [0, 1], ready for ``SummaryWrit
 Example::
 
     >>> import torch
-    >>> from lightning_cnnsee.render.images import render_gradcam
-    >>> grid = render_gradcam(torch.rand(4, 1, 28, 40), [torch.rand(4, 7, 10)], ["pred 3"] * 4)
+    >>> from lightning_cnnsee.render.images import render_maps
+    >>> grid = render_maps(torch.rand(4, 1, 28, 40), [torch.rand(4, 7, 10)], ["pred 3"] * 4)
     >>> grid.shape[0], float(grid.min()) >= 0, float(grid.max()) <= 1
     (3, True, True)
 """
@@ -32,8 +32,8 @@ from lightning_cnnsee.vocabulary.choices import CAM_SCALES
 from lightning_cnnsee.vocabulary.tags import make_tag
 
 __all__ = [
-    "CORRECT_COLOR",
-    "MISTAKE_COLOR",
+    "CORRECT_COLOUR",
+    "MISTAKE_COLOUR",
     "SIGNED_ATTRIBUTIONS",
     "caption",
     "class_colours",
@@ -44,7 +44,7 @@ __all__ = [
     "overlay",
     "render_activations",
     "render_columns",
-    "render_gradcam",
+    "render_maps",
     "render_patterns",
     "render_results",
     "robust_max",
@@ -58,8 +58,8 @@ if TYPE_CHECKING:
     from lightning_cnnsee.run.options import Options
     from lightning_cnnsee.run.results import Results
 
-MISTAKE_COLOR = (1.0, 0.15, 0.15)
-CORRECT_COLOR = (0.2, 0.8, 0.3)
+MISTAKE_COLOUR = (1.0, 0.15, 0.15)
+CORRECT_COLOUR = (0.2, 0.8, 0.3)
 
 # Google's Turbo colormap (Mikhailov, 2019), perceptually smooth and readable on dark and light: 65 entries of its
 # 256-entry table, evenly spaced and interpolated linearly (within 0.002 of the full table, interpolated).
@@ -234,12 +234,12 @@ def upscale(images: Tensor, min_size: int) -> Tensor:
 def caption(
     tiles: Tensor,
     captions: Sequence[str],
-    colors: Sequence[tuple[float, float, float] | None] | None = None,
+    frame_colours: Sequence[tuple[float, float, float] | None] | None = None,
     *,
     border: int = 2,
     lines: int | None = None,
 ) -> Tensor:
-    """Add a caption strip under each tile (N, 3, H, W); ``colors`` optionally frames a tile (e.g. red: mistake).
+    """Add a caption strip under each tile (N, 3, H, W); ``frame_colours`` optionally frames a tile (e.g. red: mistake).
 
     The strip is high enough for ``lines`` lines (default: the longest caption), so grids of several rows match.
     """
@@ -250,7 +250,7 @@ def caption(
     result = torch.zeros(count, 3, height + strip, width)
     result[:, :, :height] = tiles
     for index, text in enumerate(captions):
-        colour = colors[index] if colors is not None else None
+        colour = frame_colours[index] if frame_colours is not None else None
         if colour is not None:
             frame = torch.tensor(colour, dtype=torch.float32)[:, None, None]
             result[index, :, :, :border] = frame
@@ -274,7 +274,7 @@ def grid(tiles: Tensor, columns: int, padding: int = 2) -> Tensor:
     return make_grid(tiles, nrow=max(1, columns), padding=padding, pad_value=0.25).clamp(0, 1)
 
 
-def render_gradcam(
+def render_maps(
     images: Tensor,
     cam_rows: Sequence[Tensor],
     row_captions: Sequence[Sequence[str]] | Sequence[str],
@@ -302,15 +302,15 @@ def render_gradcam(
     if row_captions and isinstance(row_captions[0], str):
         row_captions = [row_captions]  # type: ignore[list-item]
     rgb = upscale(to_rgb(images.float().cpu()), min_tile)
-    colors = None
+    frame_colours = None
     if mistakes is not None:
-        colors = [MISTAKE_COLOR if bool(wrong) else CORRECT_COLOR for wrong in mistakes]
+        frame_colours = [MISTAKE_COLOUR if bool(wrong) else CORRECT_COLOUR for wrong in mistakes]
     image_captions = list(image_captions or [""] * count)
     lines = max(text.count("\n") + 1 for text in image_captions + [t for row in row_captions for t in row])
-    rows = [caption(rgb, image_captions, colors, lines=lines)]
+    rows = [caption(rgb, image_captions, frame_colours, lines=lines)]
     colormap = diverging if signed else turbo
     for heat, captions in zip(scale_cams(cam_rows, scale, signed=signed), row_captions, strict=True):
-        rows.append(caption(overlay(rgb, heat, alpha, colormap), list(captions), colors, lines=lines))
+        rows.append(caption(overlay(rgb, heat, alpha, colormap), list(captions), frame_colours, lines=lines))
     return grid(torch.cat(rows), columns=count)
 
 
@@ -456,7 +456,7 @@ def _render_classification(
             if name in true_maps:
                 rows.append(attribution_map(true_maps[name]))
                 captions.append(true_captions)
-            rendered[make_tag(kind, name, instance=instance)] = render_gradcam(
+            rendered[make_tag(kind, name, instance=instance)] = render_maps(
                 display,
                 rows,
                 captions,
@@ -508,7 +508,7 @@ def _render_pairs(
                     guessed = chance > 0.5
                     marks = "+".join(m for m, on in (("pred", guessed), ("true", is_true)) if on)
                     text = f"{class_name(label, names)}\np={chance:.2f} {marks}"
-                    colour = None if labels is None else (CORRECT_COLOR if guessed == is_true else MISTAKE_COLOR)
+                    colour = None if labels is None else (CORRECT_COLOUR if guessed == is_true else MISTAKE_COLOUR)
                 column.append((heat[pair], text, colour))
             columns.append(column)
         rendered[make_tag("gradcam", layer, instance=instance)] = render_columns(columns)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lightning_cnnsee.review.runs import Run
-from lightning_cnnsee.vocabulary.tags import KINDS, is_cnnsee_tag, parse_tag, tag_order
+from lightning_cnnsee.vocabulary.tags import TAG_KINDS, is_cnnsee_tag, parse_tag, tag_order
 
 __all__ = [
     "BOTTOM",
@@ -137,7 +137,7 @@ def chart_key(tag: str) -> tuple[tuple[str, str, str, str], str, bool]:
 
 def charts_of(runs: list[Run]) -> list[Chart]:
     """The charts of the CNNSee scalars of ``runs``: by instance, then kind (in
-    :data:`lightning_cnnsee.vocabulary.tags.KINDS`
+    :data:`lightning_cnnsee.vocabulary.tags.TAG_KINDS`
     order), then first seen; in each, the runs' series in run order, references after the series they go with."""
     charts: dict[tuple[str, str, str, str], Chart] = {}
     for index, run in enumerate(runs):
@@ -149,10 +149,10 @@ def charts_of(runs: list[Run]) -> list[Chart]:
             chart = charts.setdefault(key, Chart(*key))
             chart.series.append(Series(index, name, tag, points, reference))
     instances = list(dict.fromkeys(key[0] for key in charts))
-    kind_rank = {kind: rank for rank, kind in enumerate(KINDS)}
+    kind_rank = {kind: rank for rank, kind in enumerate(TAG_KINDS)}
     ordered = sorted(
         enumerate(charts.values()),
-        key=lambda item: (instances.index(item[1].instance), kind_rank.get(item[1].kind, len(KINDS)), item[0]),
+        key=lambda item: (instances.index(item[1].instance), kind_rank.get(item[1].kind, len(TAG_KINDS)), item[0]),
     )
     result = [chart for _, chart in ordered]
     for chart in result:

@@ -24,8 +24,14 @@ from typing import Any
 
 from lightning_cnnsee.explain.attributions import ATTRIBUTION_METHODS
 from lightning_cnnsee.explain.cam import check_cam_method
-from lightning_cnnsee.vocabulary.choices import ALL_TECHNIQUES, CAM_SCALES, MODEL_KINDS, PARAMETERIZATIONS, TECHNIQUES
-from lightning_cnnsee.vocabulary.tags import KINDS, safe_path_part
+from lightning_cnnsee.vocabulary.choices import (
+    ALL_TECHNIQUES,
+    CAM_SCALES,
+    MODEL_KIND_CHOICES,
+    PARAMETERIZATIONS,
+    TECHNIQUES,
+)
+from lightning_cnnsee.vocabulary.tags import TAG_KINDS, safe_path_part
 
 __all__ = [
     "DEFAULT_NAME_LENGTH",
@@ -123,8 +129,8 @@ def instance_name(value: Any) -> None:
         return
     if not isinstance(value, str) or not value or not all(c.isalnum() or c in "._-" for c in value):
         raise _fail("name", value, "must be a non-empty string of letters, digits, '.', '_' or '-', or None")
-    if value in KINDS:
-        raise _fail("name", value, f"must not be one of the tag kinds {list(KINDS)}")
+    if value in TAG_KINDS:
+        raise _fail("name", value, f"must not be one of the tag kinds {list(TAG_KINDS)}")
 
 
 @dataclass(frozen=True)
@@ -185,7 +191,7 @@ class Options:
         )
         for option in ("num_diverse", "faithfulness_steps", "max_classes_per_image"):
             whole_number(option, getattr(self, option), 1)
-        choice("model_kind", self.model_kind, MODEL_KINDS)
+        choice("model_kind", self.model_kind, MODEL_KIND_CHOICES)
         try:
             check_cam_method(self.cam_method)
         except ValueError as error:

@@ -10,7 +10,7 @@ Example::
 
 from __future__ import annotations
 
-__all__ = ["ALL_TECHNIQUES", "CAM_SCALES", "MODEL_KINDS", "PARAMETERIZATIONS", "TECHNIQUES"]
+__all__ = ["ALL_TECHNIQUES", "CAM_SCALES", "MODEL_KIND_CHOICES", "PARAMETERIZATIONS", "TECHNIQUES"]
 
 #: How CAM maps are scaled to [0, 1] for display: over the whole batch, or each image on its own.
 CAM_SCALES = ("batch", "image")
@@ -20,4 +20,4 @@ PARAMETERIZATIONS = ("fft", "pixel")
 ALL_TECHNIQUES = ("gradcam", "attributions", "filters", "classes", "activations", "faithfulness", "drift")
 TECHNIQUES = ("gradcam", "filters", "classes", "activations", "faithfulness", "drift")
 #: What kind of model CNNSee explains (``"auto"``: found from the output and the labels).
-MODEL_KINDS = ("auto", "classification", "multilabel", "segmentation")
+MODEL_KIND_CHOICES = ("auto", "classification", "multilabel", "segmentation")
