@@ -20,7 +20,7 @@ import tempfile
 import torch
 from torchvision.utils import save_image
 
-from lightning_cnnsee import CAM_METHODS, CNNSee, attribute, filter_ascent, grad_cam
+from lightning_cnnsee import GRADIENT_CAM_METHODS, CNNSee, attribute, filter_ascent, grad_cam
 from lightning_cnnsee.demo.data import CLASS_NAMES, MEAN, STD
 from lightning_cnnsee.demo.train import ShapesDataModule, run_demo
 from lightning_cnnsee.explain.attributions import ATTRIBUTION_METHODS, attribution_map
@@ -147,7 +147,7 @@ def main() -> None:
     chart(trainer.logger.log_dir, os.path.join(args.out, "faithfulness_drift.png"))
     print(
         f"validation accuracy {float(trainer.callback_metrics['val/acc']):.3f}; CAM methods {sorted(cams)} "
-        f"(gradient: {sorted(CAM_METHODS)}); images in {args.out}"
+        f"(gradient: {sorted(GRADIENT_CAM_METHODS)}); images in {args.out}"
     )
 
 

@@ -16,7 +16,7 @@ import torchvision
 from tiny import assert_within, count_hooks, float32_tolerance, make_cnn
 from torch import nn
 
-from lightning_cnnsee import CAM_METHODS, grad_cam
+from lightning_cnnsee import GRADIENT_CAM_METHODS, grad_cam
 
 METHODS = ["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam"]
 
@@ -317,7 +317,7 @@ def test_unknown_method_lists_the_valid_choices(images: torch.Tensor) -> None:
     assert "'gradcam+'" in message
     for method in METHODS:
         assert repr(method) in message
-    assert sorted(CAM_METHODS) == sorted(METHODS)
+    assert sorted(GRADIENT_CAM_METHODS) == sorted(METHODS)
     assert count_hooks(model) == 0
 
 

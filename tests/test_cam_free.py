@@ -29,7 +29,7 @@ from tiny import (
 )
 from torch import nn
 
-from lightning_cnnsee import CAM_METHODS
+from lightning_cnnsee import GRADIENT_CAM_METHODS
 from lightning_cnnsee.explain.cam import (
     ALL_CAM_METHODS,
     GRADIENT_FREE_CAM_METHODS,
@@ -422,9 +422,9 @@ def test_parameter_grads_and_batchnorm_statistics_are_left_as_they_were(images: 
 
 
 def test_check_cam_method_accepts_every_method_and_names_them_all_otherwise(images: torch.Tensor) -> None:
-    assert sorted(CAM_METHODS) == sorted(["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam"])
+    assert sorted(GRADIENT_CAM_METHODS) == sorted(["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam"])
     assert sorted(GRADIENT_FREE_CAM_METHODS) == sorted(FREE_METHODS)
-    assert set(ALL_CAM_METHODS) == set(CAM_METHODS) | set(FREE_METHODS)
+    assert set(ALL_CAM_METHODS) == set(GRADIENT_CAM_METHODS) | set(FREE_METHODS)
     for method in ALL_CAM_METHODS:
         assert check_cam_method(method) == method
     with pytest.raises(ValueError) as error:

@@ -1,9 +1,9 @@
 """Class-activation maps: Grad-CAM and its variants from one forward pass and one ``torch.autograd.grad``, and the
 gradient-free Score-CAM, Ablation-CAM and Eigen-CAM.
 
-Gradient methods (:data:`CAM_METHODS`) share one step that records each layer's activations ``A`` (N, C, h, w) and
-the gradient ``G`` of the target score with respect to them; each method is a small function that turns ``(A, G)``
-into a map. The gradient comes from ``torch.autograd.grad`` on the recorded activations, never ``.backward()``: no
+Gradient methods (:data:`GRADIENT_CAM_METHODS`) share one step that records each layer's activations ``A``
+(N, C, h, w) and the gradient ``G`` of the target score with respect to them; each method is a small function that
+turns ``(A, G)`` into a map. The gradient comes from ``torch.autograd.grad`` on the recorded activations, never ``.backward()``: no
 parameter's ``.grad`` is read or written, and autograd records nothing, and does no work, below the first CAM layer.
 
 Gradient-free methods (:data:`GRADIENT_FREE_CAM_METHODS`) record ``A`` and the scores in one forward pass under
@@ -44,7 +44,7 @@ from lightning_cnnsee.vocabulary.checks import known, positive_int
 
 __all__ = [
     "ALL_CAM_METHODS",
-    "CAM_METHODS",
+    "GRADIENT_CAM_METHODS",
     "DEFAULT_BATCH_SIZE",
     "GRADIENT_FREE_CAM_METHODS",
     "cam",
@@ -95,7 +95,7 @@ def _hirescam(activations: Tensor, gradients: Tensor) -> Tensor:
     return (gradients * activations).sum(dim=1)
 
 
-CAM_METHODS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+GRADIENT_CAM_METHODS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "gradcam": _gradcam,
     "gradcam++": _gradcam_plus_plus,
     "xgradcam": _xgradcam,
@@ -276,14 +276,15 @@ GRADIENT_FREE_CAM_METHODS: dict[str, Callable[[_Probe], list[Tensor]]] = {
     "eigencam": _eigencam,
 }
 
-ALL_CAM_METHODS: tuple[str, ...] = (*CAM_METHODS, *GRADIENT_FREE_CAM_METHODS)
+ALL_CAM_METHODS: tuple[str, ...] = (*GRADIENT_CAM_METHODS, *GRADIENT_FREE_CAM_METHODS)
 
 
 def check_cam_method(method: str) -> str:
     """Return ``method`` if it is known; raise ``ValueError`` naming the valid choices otherwise.
 
     Args:
-        method: a gradient method of :data:`CAM_METHODS` or a gradient-free one of :data:`GRADIENT_FREE_CAM_METHODS`.
+        method: a gradient method of :data:`GRADIENT_CAM_METHODS` or a gradient-free one of
+            :data:`GRADIENT_FREE_CAM_METHODS`.
 
     Example::
 
@@ -311,7 +312,7 @@ def _gradient_cams(
     kind: str | None,
     output_key: OutputKey,
 ) -> tuple[list[dict[str, Tensor]], Tensor]:
-    combine = CAM_METHODS[method]
+    combine = GRADIENT_CAM_METHODS[method]
     with gradients_enabled(), eval_mode(model), record_outputs(model, layers) as recorded:
         inputs = images.clone() if images.is_inference() else images.detach()
         with graph_from(model, layers):  # nothing below the first CAM layer is differentiated
@@ -402,7 +403,7 @@ def cams_for_targets(
     """
     method = check_cam_method(method)
     layers = list(layers)
-    if method in CAM_METHODS:
+    if method in GRADIENT_CAM_METHODS:
         return _gradient_cams(model, images, layers, target_sets, method, kind, output_key)
     batch_size = positive_int("batch_size", batch_size)
     return _gradient_free_cams(model, images, layers, target_sets, method, kind, output_key, batch_size)
