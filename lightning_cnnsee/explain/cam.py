@@ -1,9 +1,9 @@
 """Class-activation maps: Grad-CAM and its variants from one forward pass and one ``torch.autograd.grad``, and the
 gradient-free Score-CAM, Ablation-CAM and Eigen-CAM.
 
-Gradient methods (:data:`GRADIENT_CAM_METHODS`) share one step that records each layer's activations ``A``
-(N, C, h, w) and the gradient ``G`` of the target score with respect to them; each method is a small function that
-turns ``(A, G)`` into a map. The gradient comes from ``torch.autograd.grad`` on the recorded activations, never ``.backward()``: no
+Gradient methods (:data:`GRADIENT_CAM_METHODS`) share one step that records each layer's activations ``A`` (N, C, h, w)
+and the gradient ``G`` of the target score with respect to them; each method is a small function that turns ``(A, G)``
+into a map. The gradient comes from ``torch.autograd.grad`` on the recorded activations, never ``.backward()``: no
 parameter's ``.grad`` is read or written, and autograd records nothing, and does no work, below the first CAM layer.
 
 Gradient-free methods (:data:`GRADIENT_FREE_CAM_METHODS`) record ``A`` and the scores in one forward pass under
