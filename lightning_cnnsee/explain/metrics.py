@@ -28,6 +28,8 @@ Example::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -175,71 +177,106 @@ def faithfulness(
     count, _, height, width = images.shape
     positions = height * width
     counts = _perturbation_counts(positions, steps)
-    points = len(counts)
 
-    # Each image's perturbed inputs ("jobs"): the interior points of deletion, those of insertion, the masked image
-    # m * x and the all-baseline input (deletion's last point, insertion's first). A baseline that is the same for
-    # every image (None, a number, a tensor without a batch dimension) is scored once, as the first job. All jobs go
-    # through the model in batches of batch_size, whatever image they belong to.
-    shared = _same_for_every_image(baseline)
-    interior = points - 2
-    inner = counts[1:-1]
-    table = [(k, False, False) for k in inner] + [(k, True, False) for k in inner] + [(0, False, True)]
-    if not shared:
-        table.append((0, True, False))
-    per_image = len(table)
-    jobs = [(0, 0, True, False)] if shared else []
-    jobs += [(image, *row) for image in range(count) for row in table]
-    job_image, job_count, job_insert, job_masked = (torch.tensor(column) for column in zip(*jobs, strict=True))
-
+    jobs = _Jobs.table(count, counts, shared=_same_for_every_image(baseline))
     with eval_mode(model), torch.inference_mode():
         inputs = images.detach()
-        device = inputs.device
         base = broadcast_baseline(baseline, inputs)
         logits = torch.cat([logits_of(model, chunk, output_key) for chunk in inputs.split(batch_size)])
         classes = resolve_targets(targets, logits)
         clean = _class_scores(logits, classes)
+        scores, all_baseline = _score_jobs(model, inputs, base, saliency, classes, jobs, batch_size, output_key)
+    results = _metrics(clean, scores, all_baseline, jobs, counts, positions)
+    if invalid.any():
+        for value in results.values():
+            value[invalid] = float("nan")
+    return results
 
-        # Rank of each position, highest map value first; ties keep raster order (torchcam's stable argsort).
-        order = saliency.flatten(1).argsort(dim=1, descending=True, stable=True)
-        positions_in_order = torch.arange(positions, device=device).expand_as(order)
-        ranks = torch.empty_like(order).scatter_(1, order, positions_in_order)
 
-        scores = torch.empty(len(jobs), device=device)
-        for start in range(0, len(jobs), batch_size):
-            part = slice(start, start + batch_size)
-            image_index = job_image[part].to(device)
-            first = ranks[image_index] < job_count[part].to(device)[:, None]
-            original = torch.where(job_insert[part].to(device)[:, None], first, ~first)
-            batch = torch.where(original.view(-1, 1, height, width), inputs[image_index], base[image_index])
-            masked_rows = job_masked[part].nonzero()[:, 0]  # on the CPU: no device synchronization
-            if len(masked_rows):
-                masked_images = job_image[part][masked_rows].to(device)
-                batch[masked_rows.to(device)] = (saliency[masked_images, None] * inputs[masked_images]).to(batch.dtype)
-            batch_logits = logits_of(model, batch, output_key)
-            scores[part] = _class_scores(batch_logits, classes[image_index])
-            if shared and start == 0:
-                all_baseline = _class_scores(batch_logits[:1].expand(count, -1), classes)
+@dataclass
+class _Jobs:
+    """Each image's perturbed inputs ("jobs"): the interior points of deletion, those of insertion, the masked image
+    ``m * x`` and the all-baseline input (deletion's last point, insertion's first). A baseline that is the same for
+    every image (None, a number, a tensor without a batch dimension) is scored once, as the first job (``shared``).
+    One entry per job: its image, how many positions it takes from the image (the rest from the baseline), whether
+    those are the first (insertion) or the others (deletion), and whether it is the masked image."""
 
-    per_image_scores = scores[1:] if shared else scores
-    per_image_scores = per_image_scores.view(count, per_image)
-    removed, inserted = per_image_scores[:, :interior], per_image_scores[:, interior : 2 * interior]
-    masked = per_image_scores[:, 2 * interior]
-    if not shared:
-        all_baseline = per_image_scores[:, -1]
+    image: Tensor
+    count: Tensor
+    insert: Tensor
+    masked: Tensor
+    per_image: int
+    interior: int
+    shared: bool
+
+    @classmethod
+    def table(cls, images: int, counts: list[int], *, shared: bool) -> _Jobs:
+        inner = counts[1:-1]
+        rows = [(k, False, False) for k in inner] + [(k, True, False) for k in inner] + [(0, False, True)]
+        if not shared:
+            rows.append((0, True, False))
+        jobs = [(0, 0, True, False)] if shared else []
+        jobs += [(image, *row) for image in range(images) for row in rows]
+        image, count, insert, masked = (torch.tensor(column) for column in zip(*jobs, strict=True))
+        return cls(image, count, insert, masked, len(rows), len(inner), shared)
+
+
+def _score_jobs(
+    model: nn.Module,
+    inputs: Tensor,
+    base: Tensor,
+    saliency: Tensor,
+    classes: Tensor,
+    jobs: _Jobs,
+    batch_size: int,
+    output_key: OutputKey,
+) -> tuple[Tensor, Tensor | None]:
+    """The class score of every job, ``batch_size`` jobs per forward pass whatever image they belong to; and with a
+    shared baseline, the all-baseline input's score for each image's class (else ``None``)."""
+    count, _, height, width = inputs.shape
+    device = inputs.device
+    # Rank of each position, highest map value first; ties keep raster order (torchcam's stable argsort).
+    order = saliency.flatten(1).argsort(dim=1, descending=True, stable=True)
+    ranks = torch.empty_like(order).scatter_(1, order, torch.arange(height * width, device=device).expand_as(order))
+    scores = torch.empty(len(jobs.image), device=device)
+    all_baseline = None
+    for start in range(0, len(jobs.image), batch_size):
+        part = slice(start, start + batch_size)
+        image_index = jobs.image[part].to(device)
+        first = ranks[image_index] < jobs.count[part].to(device)[:, None]
+        original = torch.where(jobs.insert[part].to(device)[:, None], first, ~first)
+        batch = torch.where(original.view(-1, 1, height, width), inputs[image_index], base[image_index])
+        masked_rows = jobs.masked[part].nonzero()[:, 0]  # on the CPU: no device synchronization
+        if len(masked_rows):
+            masked_images = jobs.image[part][masked_rows].to(device)
+            batch[masked_rows.to(device)] = (saliency[masked_images, None] * inputs[masked_images]).to(batch.dtype)
+        batch_logits = logits_of(model, batch, output_key)
+        scores[part] = _class_scores(batch_logits, classes[image_index])
+        if jobs.shared and start == 0:
+            all_baseline = _class_scores(batch_logits[:1].expand(count, -1), classes)
+    return scores, all_baseline
+
+
+def _metrics(
+    clean: Tensor, scores: Tensor, all_baseline: Tensor | None, jobs: _Jobs, counts: list[int], positions: int
+) -> dict[str, Tensor]:
+    """The four numbers of each image from its clean score and its jobs' scores: the drop to the masked image, and
+    the areas under the deletion and insertion curves over the fraction of positions perturbed."""
+    interior = jobs.interior
+    per_image = (scores[1:] if jobs.shared else scores).view(len(clean), jobs.per_image)
+    removed, inserted = per_image[:, :interior], per_image[:, interior : 2 * interior]
+    masked = per_image[:, 2 * interior]
+    if all_baseline is None:
+        all_baseline = per_image[:, -1]
     deletion = torch.cat([clean[:, None], removed, all_baseline[:, None]], dim=1)
     insertion = torch.cat([all_baseline[:, None], inserted, clean[:, None]], dim=1)
-    fractions = torch.tensor(counts, device=inputs.device, dtype=torch.float32).div_(positions)
-    results = {
+    fractions = torch.tensor(counts, device=clean.device, dtype=torch.float32).div_(positions)
+    return {
         "avg_drop": torch.relu(clean - masked).div(clean + _DROP_EPS),
         "conf_increase": (clean < masked).float(),
         "deletion_auc": torch.trapezoid(deletion, fractions, dim=1),
         "insertion_auc": torch.trapezoid(insertion, fractions, dim=1),
     }
-    if invalid.any():
-        for value in results.values():
-            value[invalid] = float("nan")
-    return results
 
 
 def random_maps(
