@@ -474,42 +474,52 @@ def _render_pairs(
 ) -> dict[str, Tensor]:
     """Multi-label and segmentation models: a column per image, the image (for segmentation also the predicted and
     the true mask), then a map per label predicted or true, or per class of the predicted mask."""
-    names = options.class_names
     scores = results.logits.float().cpu()  # type: ignore[union-attr]
     images, classes = results.pairs  # type: ignore[misc]
     rgb = upscale(to_rgb(display.float().cpu()), 96)
-    segmentation = results.kind == "segmentation"
-    if segmentation:
-        predicted_masks = scores.argmax(dim=1)
-        probability = scores.softmax(dim=1)
-    else:
-        probability = scores.sigmoid()
     rendered = {}
     for layer, maps in results.pair_cams.items():
         heat = overlay(rgb[images], scale_cams([maps], options.cam_scale)[0], options.cam_alpha)
-        columns: list[list[tuple[Tensor, str, tuple[float, float, float] | None]]] = []
+        columns = []
         for index in range(display.shape[0]):
-            column = [(rgb[index], f"#{index}", None)]
-            if segmentation:
-                size = rgb.shape[-2:]
-                mask = F.interpolate(predicted_masks[index][None, None].float(), size=size, mode="nearest")[0, 0]
-                column.append((class_colours(mask[None], scores.shape[1])[0], "predicted mask", None))
-                if labels is not None and labels.ndim == 3:
-                    truth = F.interpolate(labels[index][None, None].float().cpu(), size=size, mode="nearest")[0, 0]
-                    column.append((class_colours(truth[None], scores.shape[1])[0], "true mask", None))
+            column = [(rgb[index], f"#{index}", None), *_mask_tiles(results.kind, scores, labels, index, rgb)]
             for pair in (images == index).nonzero().flatten().tolist():
-                label = int(classes[pair])
-                if segmentation:
-                    area = float((predicted_masks[index] == label).float().mean())
-                    text, colour = f"{class_name(label, names)}\narea {area:.0%}", None
-                else:
-                    chance = float(probability[index, label])
-                    is_true = labels is not None and labels.ndim == 2 and bool(labels[index, label])
-                    guessed = chance > 0.5
-                    marks = "+".join(m for m, on in (("pred", guessed), ("true", is_true)) if on)
-                    text = f"{class_name(label, names)}\np={chance:.2f} {marks}"
-                    colour = None if labels is None else (CORRECT_COLOUR if guessed == is_true else MISTAKE_COLOUR)
+                text, colour = _pair_caption(results.kind, scores, labels, index, int(classes[pair]), options)
                 column.append((heat[pair], text, colour))
             columns.append(column)
         rendered[make_tag("gradcam", layer, instance=instance)] = render_columns(columns)
     return rendered
+
+
+Tile = tuple[Tensor, str, "tuple[float, float, float] | None"]
+
+
+def _mask_tiles(kind: str, scores: Tensor, labels: Tensor | None, index: int, rgb: Tensor) -> list[Tile]:
+    """A segmentation image's predicted mask, and its true mask when the labels are masks; nothing for other kinds."""
+    if kind != "segmentation":
+        return []
+    size = rgb.shape[-2:]
+    predicted = F.interpolate(scores.argmax(dim=1)[index][None, None].float(), size=size, mode="nearest")[0, 0]
+    tiles: list[Tile] = [(class_colours(predicted[None], scores.shape[1])[0], "predicted mask", None)]
+    if labels is not None and labels.ndim == 3:
+        truth = F.interpolate(labels[index][None, None].float().cpu(), size=size, mode="nearest")[0, 0]
+        tiles.append((class_colours(truth[None], scores.shape[1])[0], "true mask", None))
+    return tiles
+
+
+def _pair_caption(
+    kind: str, scores: Tensor, labels: Tensor | None, index: int, label: int, options: Options
+) -> tuple[str, tuple[float, float, float] | None]:
+    """The caption of one (image, class) map and its frame: for segmentation the class's share of the predicted
+    mask; for multi-label the label's probability, whether it is predicted and true, and a green frame where the
+    two agree, red where not (no frame without labels)."""
+    names = options.class_names
+    if kind == "segmentation":
+        area = float((scores[index].argmax(dim=0) == label).float().mean())
+        return f"{class_name(label, names)}\narea {area:.0%}", None
+    chance = float(scores[index, label].sigmoid())
+    is_true = labels is not None and labels.ndim == 2 and bool(labels[index, label])
+    guessed = chance > 0.5
+    marks = "+".join(m for m, on in (("pred", guessed), ("true", is_true)) if on)
+    colour = None if labels is None else (CORRECT_COLOUR if guessed == is_true else MISTAKE_COLOUR)
+    return f"{class_name(label, names)}\np={chance:.2f} {marks}", colour
