@@ -213,7 +213,20 @@ def run_demo(
     pl.seed_everything(seed, workers=True, verbose=False)
     data = ShapesDataModule(num_train, num_val, image_size, batch_size, seed)
     model = ShapesClassifier(num_classes=len(CLASS_NAMES))
-    trainer = pl.Trainer(
+    log_every = max(1, min(10, num_train // batch_size))
+    trainer = _demo_trainer(logdir, max_epochs, accelerator, callback, enable_progress_bar, log_every)
+    with warnings.catch_warnings():
+        # The data is in memory; Lightning's advice to add DataLoader workers does not apply.
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        trainer.fit(model, datamodule=data)
+    return trainer
+
+
+def _demo_trainer(
+    logdir: str, max_epochs: int, accelerator: str, callback: Any, enable_progress_bar: bool, log_every: int
+) -> pl.Trainer:
+    """The demo's Trainer: one device, TensorBoard logs under ``logdir/demo``, deterministic, no checkpoints."""
+    return pl.Trainer(
         max_epochs=max_epochs,
         accelerator=accelerator,
         devices=1,
@@ -223,10 +236,5 @@ def run_demo(
         deterministic=True if accelerator == "cpu" else "warn",
         enable_progress_bar=enable_progress_bar,
         enable_checkpointing=False,
-        log_every_n_steps=max(1, min(10, num_train // batch_size)),
+        log_every_n_steps=log_every,
     )
-    with warnings.catch_warnings():
-        # The data is in memory; Lightning's advice to add DataLoader workers does not apply.
-        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-        trainer.fit(model, datamodule=data)
-    return trainer
