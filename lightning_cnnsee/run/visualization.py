@@ -125,12 +125,7 @@ def visualize(
                 scores = select_output(module(inputs), options.output_key).detach().float()
             kind = options.model_kind if options.model_kind != "auto" else model_kind(scores, labels)
             labels = class_indices(labels, kind)
-            if kind == "classification":
-                # a classifier's maps and their faithfulness are per image: each rank takes every world_size-th
-                # image (the masked forwards of Score-CAM, Ablation-CAM, occlusion and the metrics cost the most)
-                share = list(range(rank, inputs.shape[0], world_size))
-            else:  # multi-label and segmentation maps come in (image, class) pairs: rank 0 makes them all
-                share = list(range(inputs.shape[0])) if rank == 0 else []
+            share = _share_of_images(kind, inputs.shape[0], rank, world_size)
             results.kind, results.measured_images = kind, share
             if share:
                 index = torch.tensor(share, device=inputs.device)
@@ -152,6 +147,15 @@ def visualize(
     if world_size == 1:
         results = gather_measures(gather_patterns(results))
     return results
+
+
+def _share_of_images(kind: str, count: int, rank: int, world_size: int) -> list[int]:
+    """The images whose maps this rank makes. A classifier's maps and their faithfulness are per image: each rank
+    takes every ``world_size``-th image (the masked forwards of Score-CAM, Ablation-CAM, occlusion and the metrics
+    cost the most). Multi-label and segmentation maps come in (image, class) pairs: rank 0 makes them all."""
+    if kind == "classification":
+        return split_jobs(list(range(count)), rank, world_size)
+    return list(range(count)) if rank == 0 else []
 
 
 def _explain(
