@@ -14,7 +14,9 @@ images, 48 steps, ImageNet normalization for both.
   0.05, ``transform.standard_transforms``, ImageNet ``normalize()``, and because 64 < 224 it upsamples every image
   to 224x224 before the network);
 - ``lucent @64``: the same with ``fixed_image_size=64``, so the network sees 64x64 as ours does (information: the
-  comparison at equal network input size).
+  comparison at equal network input size);
+- ``floor``: the 48 forward passes to ``layer2`` and input gradients of the 8 images alone (no parameterization,
+  transformations or optimizer): the part of the work no ascent of these images avoids (information).
 
 lucent hooks every module at each call and never removes the hooks; its model copy has them cleared after every
 call so that rounds do not slow each other down (that favours lucent slightly). Activation reached, measured the
@@ -212,6 +214,17 @@ def compare(args: argparse.Namespace) -> list[str]:
         if steps == COMPARE_STEPS:
             found[key].append(torch.cat(images))
 
+    # The floor: the same 48 forward passes to layer2 and input gradients of the 8 images, nothing else (no
+    # parameterization, transformations or optimizer step): what no ascent of these images can go below.
+    front = copy.deepcopy(torch.nn.Sequential(*[getattr(model, n) for n in ("conv1", "bn1", "relu", "maxpool")]))
+    front.append(copy.deepcopy(model.layer1)).append(copy.deepcopy(model.layer2)).eval()
+    rows = torch.arange(len(CHANNELS))
+
+    def floor(steps: int = COMPARE_STEPS) -> None:
+        x = torch.rand(len(CHANNELS), *shape, requires_grad=True)
+        for _ in range(steps):
+            torch.autograd.grad(front(x)[rows, list(CHANNELS)].mean(), x)
+
     seeds = {"lucent": 0, "lucent @64": 0}
 
     def seeded(key: str, fixed_size: int | None):
@@ -225,9 +238,15 @@ def compare(args: argparse.Namespace) -> list[str]:
 
     # warm-up: short calls (one-off costs: thread pools, oneDNN kernels, lucent's first hooks)
     ours(steps=2)
+    floor(steps=2)
     lucent(None, "lucent", steps=2, channels=[0])
     lucent(COMPARE_SIZE, "lucent @64", steps=2, channels=[0])
-    cases = {"ours": ours, "lucent": seeded("lucent", None), "lucent @64": seeded("lucent @64", COMPARE_SIZE)}
+    cases = {
+        "ours": ours,
+        "floor": floor,
+        "lucent": seeded("lucent", None),
+        "lucent @64": seeded("lucent @64", COMPARE_SIZE),
+    }
     times = _common.interleaved(
         {name: _common.synchronized(case, device) for name, case in cases.items()}, repeats=args.repeats, warmup=0
     )
@@ -242,6 +261,7 @@ def compare(args: argparse.Namespace) -> list[str]:
     }  # (rounds, 8)
     time_ratio = _common.paired_ratio(times["ours"], times["lucent"])
     time_ratio_64 = _common.paired_ratio(times["ours"], times["lucent @64"])
+    floor_ratio = _common.paired_ratio(times["ours"], times["floor"])
     ours_act = float(reached["ours"].mean())
 
     print(
@@ -259,6 +279,15 @@ def compare(args: argparse.Namespace) -> list[str]:
                 " ".join(f"{v:.2f}" for v in reached[key].median(dim=0).values.tolist()),
             ]
         )
+    floor_times = times["floor"]
+    rows.append(
+        [
+            "floor (passes alone)",
+            f"{_common.median(floor_times):.2f} [{min(floor_times):.2f}-{max(floor_times):.2f}]",
+            "",
+            "",
+        ]
+    )
     print(_common.table(["case", "seconds (8 channels)", "mean activation", "per channel (median of rounds)"], rows))
     lucent_act = float(reached["lucent"].mean())
     lucent64_act = float(reached["lucent @64"].mean())
@@ -280,6 +309,7 @@ def compare(args: argparse.Namespace) -> list[str]:
                     _common.verdict(ours_act / lucent_act, 1.0, at_most=False),
                 ],
                 ["time ours / lucent @64 (info)", _common.ratio_text(time_ratio_64), "", ""],
+                ["time ours / its floor (info)", _common.ratio_text(floor_ratio), "", ""],
                 [
                     "activation ours / lucent @64 (info)",
                     f"{ours_act:.3f} / {lucent64_act:.3f}",
@@ -299,6 +329,7 @@ def compare(args: argparse.Namespace) -> list[str]:
     return [
         f"ascent time ours / lucent: {_common.ratio_text(time_ratio)} -> "
         f"{_common.verdict(time_ratio[0], TARGET_TIME_RATIO)}",
+        f"ascent time ours / its floor (forward and input-gradient passes alone): {_common.ratio_text(floor_ratio)}",
         f"ascent activation ours {ours_act:.3f} vs lucent {lucent_act:.3f} -> "
         f"{_common.verdict(ours_act / lucent_act, 1.0, at_most=False)}",
     ]

@@ -25,7 +25,7 @@ import tempfile
 import torch
 from torchvision.utils import save_image
 
-from lightning_cnnsee import CAM_METHODS, CNNSee, attribute, filter_ascent, grad_cam
+from lightning_cnnsee import GRADIENT_CAM_METHODS, CNNSee, attribute, filter_ascent, grad_cam
 from lightning_cnnsee.demo.data import CLASS_NAMES, MEAN, STD
 from lightning_cnnsee.demo.train import ShapesDataModule, run_demo
 from lightning_cnnsee.explain.attributions import ATTRIBUTION_METHODS, attribution_map
@@ -147,7 +147,10 @@ def main() -> None:
     display = denormalize(images, MEAN, STD)
     predicted = model(images).argmax(dim=1)
 
-    cnn_methods = [*CAM_METHODS, *GRADIENT_FREE_CAM_METHODS]  # the attention methods are for ViTs: gallery_vit.png
+    cnn_methods = [
+        *GRADIENT_CAM_METHODS,
+        *GRADIENT_FREE_CAM_METHODS,
+    ]  # the attention methods are for ViTs: gallery_vit.png
     cams = {method: grad_cam(model, images, ["features"], method=method)["features"] for method in cnn_methods}
     save_image(rows_of_methods(display, cams, predicted), os.path.join(args.out, "gallery_cams.png"))
     settings = {
@@ -179,7 +182,7 @@ def main() -> None:
     chart(trainer.logger.log_dir, os.path.join(args.out, "faithfulness_drift.png"))
     print(
         f"validation accuracy {float(trainer.callback_metrics['val/acc']):.3f}; CAM methods {sorted(cams)} "
-        f"(gradient: {sorted(CAM_METHODS)}); images in {args.out}"
+        f"(gradient: {sorted(GRADIENT_CAM_METHODS)}); images in {args.out}"
     )
 
 

@@ -17,7 +17,7 @@ _WHERE = {
     "ALL_CAM_METHODS": "lightning_cnnsee.explain.cam",
     "ATTRIBUTION_METHODS": "lightning_cnnsee.explain.attributions",
     "AscentResult": "lightning_cnnsee.explain.ascent",
-    "CAM_METHODS": "lightning_cnnsee.explain.cam",
+    "GRADIENT_CAM_METHODS": "lightning_cnnsee.explain.cam",
     "CNNSee": "lightning_cnnsee.callback.cnnsee",
     "DriftTracker": "lightning_cnnsee.explain.drift",
     "Objective": "lightning_cnnsee.explain.objectives",

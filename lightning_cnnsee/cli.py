@@ -35,10 +35,26 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 
+__all__ = [
+    "DEFAULT_DEMO_EPOCHS",
+    "add_demo_parser",
+    "add_export_parser",
+    "add_report_parser",
+    "build_parser",
+    "main",
+    "non_negative_int",
+    "positive_int",
+    "print_problems",
+    "run_demo_command",
+    "run_export_command",
+    "run_report_command",
+    "int_argument",
+]
+
 DEFAULT_DEMO_EPOCHS = 8
 
 
-def whole_number(minimum: int, expected: str) -> Callable[[str], int]:
+def int_argument(minimum: int, expected: str) -> Callable[[str], int]:
     """An ``argparse`` type: an int >= ``minimum``, with an error message that shows what was given."""
 
     def parse(text: str) -> int:
@@ -53,8 +69,8 @@ def whole_number(minimum: int, expected: str) -> Callable[[str], int]:
     return parse
 
 
-positive_int = whole_number(1, "a positive whole number")
-non_negative_int = whole_number(0, "a whole number >= 0")
+positive_int = int_argument(1, "a positive whole number")
+non_negative_int = int_argument(0, "a whole number >= 0")
 
 
 def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:

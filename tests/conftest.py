@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import pytest
 import torch
@@ -38,14 +39,38 @@ def model_untouched():
     return check
 
 
+THREADS = int(os.environ.get("CNNSEE_TEST_THREADS", "1"))
+
+
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Run torch on one intra-op thread for the block of a test.
+def torch_threads():
+    """Run torch on ``CNNSEE_TEST_THREADS`` intra-op threads (default 1) for the block of a test.
 
     The tensors in these tests are tiny: on a busy 2-core machine, waiting for a second thread costs up to 100x
-    more than it saves (seconds instead of milliseconds per test). Results do not depend on it. Used by every test.
+    more than it saves (seconds instead of milliseconds per test). Results must not depend on it beyond float32's
+    rounding: run ``CNNSEE_TEST_THREADS=2 pytest`` to check (threads change the order of additions). Used by every
+    test.
     """
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(THREADS)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def wandb_offline(tmp_path, monkeypatch):
+    for variable, value in {
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_DIR": str(tmp_path),
+        "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache"),
+        "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"),
+        "WANDB_DATA_DIR": str(tmp_path / "wandb-data"),
+    }.items():
+        monkeypatch.setenv(variable, value)
+
+
+@pytest.fixture
+def mlflow_file_store(tmp_path, monkeypatch) -> str:
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 refuses a file store otherwise
+    return "file:" + str(tmp_path / "mlruns")

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from test_review import review_logs
+from tiny import review_logs
 
 from lightning_cnnsee import cli
 

@@ -11,7 +11,15 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tiny import RecordingCNNSee, TinyClassifier, make_loaders, read_images, trainer_kwargs
+from tiny import (
+    RecordingCNNSee,
+    TinyClassifier,
+    float32_tolerance,
+    make_loaders,
+    path_terms,
+    read_images,
+    trainer_kwargs,
+)
 
 from lightning_cnnsee import CNNSee
 from lightning_cnnsee.run.options import Options
@@ -80,14 +88,18 @@ def test_patterns_split_across_ranks_equal_a_single_process_run(ddp_runs):
     assert single.filters.keys() == result["filters"].keys()
     for layer, (channels, images, activations) in result["filters"].items():
         assert channels == single.filters[layer].channels
-        torch.testing.assert_close(images, single.filters[layer].images, atol=1e-4, rtol=0)
-        torch.testing.assert_close(activations, single.filters[layer].activations, atol=1e-3, rtol=1e-3)
+        # another batch per rank: each of the 4 steps' forward and backward passes rounds differently (images in
+        # [0, 1]); the activations' magnitude: their largest value
+        bound = float32_tolerance(4 * 2 * path_terms(model))
+        torch.testing.assert_close(images, single.filters[layer].images, atol=bound, rtol=0)
+        scale = max(1.0, float(activations.abs().max()))
+        torch.testing.assert_close(activations, single.filters[layer].activations, atol=bound * scale, rtol=0)
     shares = [int((ddp_runs["cnnsee"][0] / f"share_rank{rank}.txt").read_text()) for rank in (0, 1)]
     total = sum(len(found.channels) for found in single.filters.values()) + len(single.classes.channels)
     assert shares == [-(-total // 2), total // 2]  # each rank optimized its half
     channels, images, activations = result["classes"]
     assert channels == single.classes.channels
-    torch.testing.assert_close(images, single.classes.images, atol=1e-4, rtol=0)
+    torch.testing.assert_close(images, single.classes.images, atol=float32_tolerance(4 * 2 * path_terms(model)), rtol=0)
 
 
 def test_faithfulness_split_across_ranks_equals_a_single_process_run(ddp_runs):
@@ -101,7 +113,9 @@ def test_faithfulness_split_across_ranks_equals_a_single_process_run(ddp_runs):
     for metric, values in single.faithfulness["features"].items():
         logged = events.Scalars(f"cnnsee/faithfulness/features/{metric}")
         assert logged[-1].step == 8  # the final run, on the final weights
-        assert logged[-1].value == pytest.approx(float(values.float().nanmean()), abs=1e-5), metric
+        # another batch per rank: a forward pass, the curve's steps and the mean, of probabilities at most 1
+        bound = float32_tolerance(path_terms(model) + options.faithfulness_steps + len(values))
+        assert logged[-1].value == pytest.approx(float(values.float().nanmean()), abs=bound), metric
 
 
 def test_shared_spot_of_the_gathered_maps_equals_a_single_process_run(ddp_runs):

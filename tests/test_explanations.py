@@ -10,7 +10,15 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tiny import RecordingCNNSee, TinyClassifier, make_loaders, read_images, trainer_kwargs
+from tiny import (
+    RecordingCNNSee,
+    TinyClassifier,
+    float32_tolerance,
+    make_loaders,
+    path_terms,
+    read_images,
+    trainer_kwargs,
+)
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -84,14 +92,18 @@ def test_faithfulness_and_drift_scalars_are_logged_for_every_map_beside_random_m
             spearman(now[name], before[name]).nanmean().item() for (_, before), (_, now) in itertools.pairwise(maps)
         ]
         assert [s for s, _ in logged[f"cnnsee/drift/{name}/vs_start"]] == steps[1:]
-        assert [v for _, v in logged[f"cnnsee/drift/{name}/vs_start"]] == pytest.approx(expected_start, abs=1e-6)
-        assert [v for _, v in logged[f"cnnsee/drift/{name}/vs_previous"]] == pytest.approx(expected_previous, abs=1e-6)
+        # the same correlations (|r| <= 1): a mean over the images, then one rounding to float32 in the event file
+        tolerance = float32_tolerance(len(start) + 1)
+        assert [v for _, v in logged[f"cnnsee/drift/{name}/vs_start"]] == pytest.approx(expected_start, abs=tolerance)
+        assert [v for _, v in logged[f"cnnsee/drift/{name}/vs_previous"]] == pytest.approx(
+            expected_previous, abs=tolerance
+        )
     # the faithfulness of the final run is what the functions give on its maps
     final = callback.last_results
     torch.testing.assert_close(
         torch.tensor(logged["cnnsee/faithfulness/features/deletion_auc"][-1][1]),
         final.faithfulness["features"]["deletion_auc"].float().nanmean(),
-        atol=1e-6,
+        atol=float32_tolerance(len(final.logits) + 1),  # a mean of values in [0, 1], then float32 in the event file
         rtol=0,
     )
 
@@ -133,12 +145,18 @@ def test_maps_and_faithfulness_split_across_ranks_equal_one_process(method):
     ]
     merged = gather_measures(shares[0], lambda value: everyone)
     torch.testing.assert_close(merged.logits, whole.logits)
+    # A share's batch is another batch size: the forward and backward passes round differently (twice the fan-ins),
+    # then the maps' sums over channels and positions (at most 16 x 20 + 12); Occlusion's and the faithfulness
+    # curves' differences of scores cancel: magnitude taken as 10 times the largest value.
+    terms = 2 * path_terms(model) + 16 * 20 + 12
     for name in ("cams_predicted", "cams_true", "attributions_predicted", "attributions_true"):
         for key, maps in getattr(whole, name).items():
-            torch.testing.assert_close(getattr(merged, name)[key], maps.cpu(), atol=1e-5, rtol=1e-4)
+            bound = float32_tolerance(terms, 10 * float(maps.abs().max()))
+            torch.testing.assert_close(getattr(merged, name)[key], maps.cpu(), atol=bound, rtol=0)
     for key, metrics in whole.faithfulness.items():
         for metric, values in metrics.items():
-            torch.testing.assert_close(merged.faithfulness[key][metric], values.cpu(), atol=1e-5, rtol=1e-4)
+            bound = float32_tolerance(terms + options.faithfulness_steps, 10)  # probabilities, at most 1
+            torch.testing.assert_close(merged.faithfulness[key][metric], values.cpu(), atol=bound, rtol=0)
 
 
 def test_num_diverse_shows_that_many_different_patterns_per_channel(tmp_path):

@@ -7,19 +7,17 @@ from __future__ import annotations
 import csv
 import importlib
 import io
-import json
 import os
-import struct
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny import wandb_history
 
 from lightning_cnnsee.sinks.writers import Destination, LogSinks, PngWriter
 
@@ -45,75 +43,6 @@ def expected_pixels(image: torch.Tensor) -> np.ndarray:
 
 def pixels_of(png: bytes | str | Path) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png) if isinstance(png, bytes) else png))
-
-
-@pytest.fixture
-def wandb_offline(tmp_path, monkeypatch):
-    for variable, value in {
-        "WANDB_MODE": "offline",
-        "WANDB_SILENT": "true",
-        "WANDB_DIR": str(tmp_path),
-        "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache"),
-        "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"),
-        "WANDB_DATA_DIR": str(tmp_path / "wandb-data"),
-    }.items():
-        monkeypatch.setenv(variable, value)
-
-
-@pytest.fixture
-def mlflow_file_store(tmp_path, monkeypatch) -> str:
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 refuses a file store otherwise
-    return "file:" + str(tmp_path / "mlruns")
-
-
-def wandb_history(run_folder: Path, timeout: float = 30.0) -> list[dict]:
-    """The history rows of an offline W&B run, read from its ``run-*.wandb`` file once that holds the run's exit
-    record (``finish()`` can return before W&B's service process has written it all)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        records = wandb_records(run_folder)
-        if any(record.WhichOneof("record_type") == "exit" for record in records) or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    rows = []
-    for record in records:
-        if record.WhichOneof("record_type") == "history":
-            row: dict = {}
-            for item in record.history.item:
-                keys = [item.key] if item.key else list(item.nested_key)
-                target = row
-                for key in keys[:-1]:
-                    target = target.setdefault(key, {})
-                target[keys[-1]] = json.loads(item.value_json)
-            rows.append(row)
-    return rows
-
-
-def wandb_records(run_folder: Path) -> list:
-    """The records of an offline W&B run's ``run-*.wandb`` file (LevelDB log format: a 7-byte file header, then
-    32 KiB blocks of chunks, each with a 7-byte header: CRC-32, length, type FULL=1/FIRST/MIDDLE/LAST=4)."""
-    from wandb.proto.wandb_internal_pb2 import Record
-
-    [path] = run_folder.glob("run-*.wandb")
-    data = path.read_bytes()
-    assert data[:4] == b":W&B"
-    records, pending, position = [], b"", 7
-    while position + 7 <= len(data):
-        left_in_block = 32768 - position % 32768
-        if left_in_block < 7:
-            position += left_in_block
-            continue
-        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
-        if position + 7 + length > len(data):
-            break  # a chunk still being written
-        pending += data[position + 7 : position + 7 + length]
-        position += 7 + length
-        if kind in (1, 4):  # FULL or LAST: a whole record
-            record = Record()
-            record.ParseFromString(pending)
-            records.append(record)
-            pending = b""
-    return records
 
 
 def assert_wandb_kept_every_row(run_folder: Path, rows: list[dict], expected_rows: int) -> None:

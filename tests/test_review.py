@@ -21,7 +21,17 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tiny import TinyClassifier, make_loaders, read_images, trainer_kwargs
+from tiny import (
+    CHART_SCALARS,
+    EVIL,
+    EVIL_TAG,
+    RUNS,
+    TinyClassifier,
+    make_loaders,
+    read_images,
+    review_logs,
+    trainer_kwargs,
+)
 from torch.utils.tensorboard import SummaryWriter
 
 from lightning_cnnsee import CNNSee, cli
@@ -40,62 +50,7 @@ from lightning_cnnsee.review import (
 )
 from lightning_cnnsee.review.records import write_record
 
-EVIL = "</script><script>alert(1)</script>"
-EVIL_TAG = "cnnsee/<script>alert(1)</script>"
-RUNS = ["logs/version_0", "logs/version_1"]
 # CNNSee's scalars, logged into the fits' folders by hand: {run: {tag: [(step, value), ...]}}
-CHART_SCALARS = {
-    RUNS[0]: {
-        "cnnsee/faithfulness/features.3/deletion": [(0, 0.61), (6, 0.52), (12, 0.40)],
-        "cnnsee/faithfulness/features.3/deletion_random": [(0, 0.60), (6, 0.59), (12, 0.61)],
-        "cnnsee/drift/features.3/vs_start": [(0, 0.0), (6, 0.35), (12, 0.55)],
-        "cnnsee/drift/features.3/vs_previous": [(6, 0.35), (12, 0.21)],
-        "cnnsee/overhead": [(6, 0.043), (12, 0.038)],
-    },
-    RUNS[1]: {
-        "cnnsee/faithfulness/features.3/deletion": [(0, 0.58), (6, 0.47)],
-        "cnnsee/faithfulness/features.3/deletion_random": [(0, 0.57), (6, 0.60)],
-    },
-}
-
-
-_BUILT: dict[Path, Path] = {}  # the session's base temp folder -> the logs built in it
-
-
-def review_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two real fits with CNNSee under one folder (built once per test session, shared with test_browser.py).
-
-    ``logs/version_0``: 2 epochs (CNNSee at steps 0, 6, 12), hyper-parameters ``lr=0.1`` and ``note=EVIL``, and an
-    extra image under the tag ``EVIL_TAG`` at steps 0 and 12. ``logs/version_1``: 1 epoch (steps 0, 6), ``lr=0.05``.
-    Both get the scalars of ``CHART_SCALARS``.
-    """
-    session = tmp_path_factory.getbasetemp()
-    if session in _BUILT:
-        return _BUILT[session]
-    root = tmp_path_factory.mktemp("review_logs")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for epochs, hparams in [(2, {"lr": 0.1, "note": EVIL}), (1, {"lr": 0.05, "note": "plain"})]:
-            pl.seed_everything(epochs, verbose=False)
-            logger = pl.loggers.TensorBoardLogger(str(root), name="logs")
-            logger.log_hyperparams(hparams)
-            train, val = make_loaders()
-            callback = CNNSee(ascent_steps=3, num_samples=4, max_overhead=None)
-            trainer = pl.Trainer(**trainer_kwargs(root, max_epochs=epochs, logger=logger, callbacks=[callback]))
-            trainer.fit(TinyClassifier(), train, val)
-        with SummaryWriter(str(root / RUNS[0])) as writer:
-            for step, value in [(0, 0.2), (12, 0.9)]:
-                writer.add_image(EVIL_TAG, torch.full((3, 5, 7), value), step)
-        for run, scalars in CHART_SCALARS.items():
-            with SummaryWriter(str(root / run)) as writer:
-                for tag, series in scalars.items():
-                    for step, value in series:
-                        writer.add_scalar(tag, value, step)
-    finally:
-        torch.set_num_threads(threads)
-    _BUILT[session] = root
-    return root
 
 
 @pytest.fixture(scope="module")

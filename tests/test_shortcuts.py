@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_cnnsee import CNNSee, energy_inside, object_area, object_masks, pointing_game, shared_spot
 from lightning_cnnsee.callback.compat import lightning as pl
-from lightning_cnnsee.render.images import render_gradcam
+from lightning_cnnsee.render.images import render_maps
 from lightning_cnnsee.run.options import Options
 from lightning_cnnsee.run.visualization import PER_IMAGE_DICTS, gather_measures, visualize
 
@@ -348,8 +348,8 @@ def test_the_objects_are_outlined_on_the_gradcam_grid_and_nothing_else_changes()
     images = torch.zeros(2, 3, 32, 32)
     masks = object_masks(torch.tensor([[8.0, 8.0, 24.0, 24.0], [0.0, 0.0, 16.0, 16.0]]), count=2, size=(32, 32))
     settings = dict(min_tile=32, alpha=0.0)
-    plain = render_gradcam(images, [torch.zeros(2, 4, 4)], ["a", "b"], **settings)
-    outlined = render_gradcam(images, [torch.zeros(2, 4, 4)], ["a", "b"], objects=masks, **settings)
+    plain = render_maps(images, [torch.zeros(2, 4, 4)], ["a", "b"], **settings)
+    outlined = render_maps(images, [torch.zeros(2, 4, 4)], ["a", "b"], objects=masks, **settings)
     changed = (outlined != plain).any(dim=0)
     top, left = 2, 2  # make_grid's padding before the first tile
     expected = torch.zeros(32, 32, dtype=torch.bool)

@@ -14,8 +14,7 @@ import pytest
 import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_loggers import mlflow_file_store, wandb_history, wandb_offline  # noqa: F401 (fixtures)
-from tiny import make_loaders, read_images
+from tiny import make_loaders, read_images, wandb_history
 from torch import nn
 
 from lightning_cnnsee import CNNSee
@@ -234,13 +233,36 @@ def test_several_cnnsee_in_one_trainer_keep_their_tags_state_and_checkpoints_apa
     assert sorted(tags) == [
         "cnnsee/acts/activations/net.0",
         "cnnsee/acts/activations/net.3",
-        "cnnsee/cam_method-auto/gradcam/net.4",
-        "cnnsee/cam_method-layercam/gradcam/net.4",
+        "cnnsee/default/gradcam/net.4",
+        "cnnsee/layercam/gradcam/net.4",
     ]
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["callbacks"]
     for callback in (gradcam, layercam, named):
         assert torch.equal(saved[callback.state_key]["images"], callback.fixed.images)
         assert saved[callback.state_key]["runs"] == 2
+
+
+def test_several_unnamed_cnnsee_get_short_names_that_say_what_sets_them_apart():
+    from lightning_cnnsee.run.options import Options, default_name
+
+    def names(*every: Options) -> list[str | None]:
+        return [default_name(options, list(every)) for options in every]
+
+    # The issue's pair: 'techniques-gradcam-filters-classes-activations-faithfulness-' and
+    # 'techniques-gradcam_cam_method-layercam' before.
+    assert names(Options(), Options(techniques=["gradcam"], cam_method="layercam")) == [
+        "default",
+        "gradcam_only-layercam",
+    ]
+    assert names(Options(num_samples=16), Options(every_n_epochs=None, every_n_steps=50)) == [
+        "num_samples_16",
+        "no_every_n_epochs-every_n_steps_50",
+    ]
+    assert names(Options(), Options(), Options(cam_method="scorecam")) == ["cnnsee0", "cnnsee1", "scorecam"]
+    many = Options(cam_method="layercam", num_samples=16, ascent_steps=7, cam_alpha=0.3, seed=5, cam_scale="image")
+    [_, long] = names(Options(), many)
+    assert long == "num_samples_16-layercam-image" and len(long) <= 40  # in the options' order, cut at a part
+    assert names(Options(name="mine"), Options()) == [None, None]  # one unnamed: no name needed
 
 
 def test_a_default_cnnsee_keeps_the_state_key_of_earlier_checkpoints():

@@ -86,8 +86,6 @@ def test_fast_checksums_write_records_that_tensorboard_reads_and_verifies(tmp_pa
 
     writer = SummaryWriter(str(tmp_path))
     assert use_fast_checksums(writer)
-    record_writer = writer._get_file_writer().event_writer._async_writer._writer
-    assert "write" in vars(record_writer)  # this writer's own write, not RecordWriter.write
     for step in range(3):
         writer.add_scalar("loss", 1.0 / (step + 1), step)
         TensorBoardImageWriter(writer).add_image("cnnsee/classes", torch.rand(3, 40, 60), step)
@@ -105,12 +103,41 @@ def test_fast_checksums_write_records_that_tensorboard_reads_and_verifies(tmp_pa
     assert records == 1 + 3 + 3  # the file version event, 3 scalars, 3 images
 
 
-def test_a_closed_summary_writer_gets_fast_checksums_again_on_its_next_file(tmp_path):
+def python_checksums(monkeypatch) -> list[int]:
+    """Count the records TensorBoard's pure-Python ``RecordWriter.write`` checksums (two CRCs a record)."""
+    import tensorboard.summary.writer.record_writer as record_writer
+
+    calls = []
+    in_python = record_writer.masked_crc32c
+    monkeypatch.setattr(record_writer, "masked_crc32c", lambda data: calls.append(len(data)) or in_python(data))
+    return calls
+
+
+def test_with_fast_checksums_no_record_is_checksummed_in_python(tmp_path, monkeypatch):
+    calls = python_checksums(monkeypatch)
+    plain = SummaryWriter(str(tmp_path / "plain"))
+    plain.add_scalar("loss", 1.0, 0)
+    plain.flush()
+    assert calls, "the counter sees TensorBoard's own checksums: the test can tell the two apart"
+    plain.close()
+    calls.clear()
+    writer = SummaryWriter(str(tmp_path / "fast"))
+    fast = TensorBoardImageWriter(writer)
+    for step in range(3):
+        fast.add_image("cnnsee/classes", torch.rand(3, 40, 60), step)
+        writer.add_scalar("loss", 1.0 / (step + 1), step)
+    writer.close()
+    assert len(calls) <= 2  # at most the file's version event, written on opening; not the 6 records (12 CRCs)
+
+
+def test_a_closed_summary_writer_gets_fast_checksums_again_on_its_next_file(tmp_path, monkeypatch):
     writer = SummaryWriter(str(tmp_path))
     fast = TensorBoardImageWriter(writer)
     fast.add_image("a", torch.rand(3, 4, 4), 0)
     writer.close()
+    calls = python_checksums(monkeypatch)
     fast.add_image("a", torch.rand(3, 4, 4), 1)  # SummaryWriter opens a second event file
-    assert writer._get_file_writer().event_writer._async_writer._writer._cnnsee_fast_checksums
     writer.close()
+    assert calls[2:] == []  # the new file's version event is written on opening, before CNNSee's image
+    assert len(calls) <= 2
     assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2

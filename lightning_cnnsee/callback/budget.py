@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+__all__ = ["OverheadBudget", "PLANNING_MARGIN", "Plan"]
+
 #: Costs vary from run to run (other processes, allocator, caches): plans assume a quarter more than measured.
 PLANNING_MARGIN = 1.25
 

@@ -59,6 +59,8 @@ from lightning_cnnsee.sinks.writers import ImageWriter, LogSinks
 from lightning_cnnsee.vocabulary.choices import TECHNIQUES
 from lightning_cnnsee.vocabulary.tags import make_tag
 
+__all__ = ["AttributionMethod", "CNNSee", "CamMethod", "Technique"]
+
 Technique = Literal[
     "gradcam", "attributions", "filters", "classes", "activations", "faithfulness", "drift", "localization"
 ]
@@ -156,7 +158,7 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
             the patterns whenever they fit. ``None``: no limit, every run complete.
         name: this instance's name in the tags (``cnnsee/<name>/gradcam/...``) and its checkpoint state, for
             several CNNSee in one Trainer. Default: none for a single CNNSee; with several, each gets a name from
-            the options that set it apart (``cam_method-layercam``).
+            the options that set it apart (``layercam``; ``default`` for the one at the defaults).
         attribution_methods: with ``"attributions"`` in ``techniques``, the pixel attributions shown (tags
             ``cnnsee/attributions/<method>``): any of ``"saliency"``, ``"input_x_gradient"``, ``"smoothgrad"``,
             ``"integrated_gradients"``, ``"occlusion"``, ``"guided_backprop"``, ``"guided_gradcam"``.

@@ -24,6 +24,18 @@ from typing import Any
 import numpy as np
 import torch
 
+__all__ = [
+    "CALLBACK_BASES",
+    "NAMESPACES",
+    "NAMESPACE_NAMES",
+    "is_overridden",
+    "lightning",
+    "namespace_of",
+    "preserved_random_state",
+    "rank_zero_info",
+    "rank_zero_warn",
+]
+
 NAMESPACE_NAMES = ("lightning.pytorch", "pytorch_lightning")
 
 

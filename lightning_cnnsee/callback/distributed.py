@@ -17,6 +17,17 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
+__all__ = [
+    "SHARDED_STRATEGIES",
+    "all_ranks_agree",
+    "broadcast_from_zero",
+    "gather_objects",
+    "gather_tensor",
+    "rank_and_world",
+    "refuse_sharded_strategies",
+    "wait_for_all_ranks",
+]
+
 T = TypeVar("T")
 
 

@@ -22,6 +22,8 @@ from lightning_cnnsee.callback.distributed import broadcast_from_zero
 from lightning_cnnsee.run.batches import BatchKey, copy_to_cpu, split_batch
 from lightning_cnnsee.run.objects import split_objects
 
+__all__ = ["FixedImages"]
+
 
 class FixedImages:
     """Up to ``num_samples`` images (and their labels, when every batch had them) taken from batches in order;

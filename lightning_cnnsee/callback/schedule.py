@@ -25,6 +25,8 @@ from typing import Any
 
 from lightning_cnnsee.callback.budget import OverheadBudget, Plan
 
+__all__ = ["ALWAYS", "Schedule"]
+
 ALWAYS = ("baseline", "final")
 
 

@@ -34,6 +34,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lightning_cnnsee.vocabulary.checks import positive_int
+
+__all__ = ["CLASS_NAMES", "MEAN", "STD", "ShapesDataset", "render_shapes"]
+
 CLASS_NAMES: list[str] = ["circle", "square", "triangle", "cross", "ring", "star"]
 
 # Per-channel mean and standard deviation of ShapesDataset images (measured on 16384 images of 48x48, seed 0;
@@ -80,8 +84,7 @@ class ShapesDataset(Dataset):
         marker: bool = False,
         with_boxes: bool = False,
     ) -> None:
-        if not isinstance(num_images, int) or isinstance(num_images, bool) or num_images < 1:
-            raise ValueError(f"num_images must be a positive int, got {num_images!r}")
+        positive_int("num_images", num_images)
         if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 24:
             raise ValueError(f"image_size must be an int of at least 24 (pixels), got {image_size!r}")
         self.num_images = num_images
@@ -149,12 +152,12 @@ def render_shapes(
     ys, xs = coords[None, :, None], coords[None, None, :]  # (1, S, 1) and (1, 1, S)
 
     # Background: a random colour with a linear gradient towards a second random colour.
-    color_a, color_b = _random_colors(rng, n), _random_colors(rng, n)
+    colour_a, colour_b = _random_colours(rng, n), _random_colours(rng, n)
     angle = rng.uniform(0, 2 * np.pi, n).astype(np.float32)[:, None, None]
     ramp = ((xs - size / 2) * np.cos(angle) + (ys - size / 2) * np.sin(angle)) / size + 0.5  # (N, S, S)
     mix = np.clip(ramp, 0, 1) * _col(rng.uniform(0.0, 0.6, n))
-    images = np.repeat(color_a[:, :, None, None], size, axis=2).repeat(size, axis=3)
-    _paint(images, mix, color_b)
+    images = np.repeat(colour_a[:, :, None, None], size, axis=2).repeat(size, axis=3)
+    _paint(images, mix, colour_b)
 
     # Clutter: small blobs and thin line segments of random colours, up to 3 of each per image.
     for _ in range(3):
@@ -162,7 +165,7 @@ def render_shapes(
         cy, cx = rng.uniform(0, size, n), rng.uniform(0, size, n)
         radius = rng.uniform(0.03, 0.07, n) * size
         distance = np.hypot(ys - _col(cy), xs - _col(cx)) - _col(radius)
-        _paint(images, _coverage(distance) * _col(visible), _random_colors(rng, n))
+        _paint(images, _coverage(distance) * _col(visible), _random_colours(rng, n))
     for _ in range(3):
         visible = rng.random(n) < 0.75
         cy, cx = rng.uniform(0, size, n), rng.uniform(0, size, n)
@@ -170,21 +173,21 @@ def render_shapes(
         theta = rng.uniform(0, np.pi, n)
         along, across = _rotate(ys - _col(cy), xs - _col(cx), theta)
         distance = np.maximum(np.abs(along) - _col(half_length), np.abs(across) - 0.6)
-        _paint(images, _coverage(distance) * _col(visible), _random_colors(rng, n))
+        _paint(images, _coverage(distance) * _col(visible), _random_colours(rng, n))
 
     # The shape: random size, rotation and position (fully inside the image), a colour far from the background's.
     radius = rng.uniform(0.2, 0.32, n) * size
     cy = rng.uniform(radius + 1, size - radius - 1)
     cx = rng.uniform(radius + 1, size - radius - 1)
     theta = rng.uniform(0, 2 * np.pi, n)
-    shape_color = _contrasting_colors(rng, (color_a + color_b) / 2)
+    shape_colour = _contrasting_colours(rng, (colour_a + colour_b) / 2)
     along, across = _rotate(ys - _col(cy), xs - _col(cx), theta)
     distance = np.empty((n, size, size), dtype=np.float32)
     for label, signed_distance in enumerate(_SHAPES):
         chosen = labels == label
         if chosen.any():
             distance[chosen] = signed_distance(along[chosen], across[chosen], _col(radius[chosen]))
-    _paint(images, _coverage(distance), shape_color)
+    _paint(images, _coverage(distance), shape_colour)
     if boxes is not None:
         reach = 1.13 * radius  # the square's corner (0.8 r * sqrt 2) and the star's points (1.12 r) reach farthest
         boxes[:] = np.clip(np.stack([cx - reach, cy - reach, cx + reach, cy + reach], axis=1), 0, size)
@@ -209,26 +212,26 @@ def _coverage(distance: np.ndarray) -> np.ndarray:
     return np.clip(0.5 - distance, 0, 1)
 
 
-def _paint(images: np.ndarray, coverage: np.ndarray, colors: np.ndarray) -> None:
-    """Blend ``colors`` (N, 3) into ``images`` (N, 3, S, S) in place, weighted by ``coverage`` (N, S, S)."""
+def _paint(images: np.ndarray, coverage: np.ndarray, colours: np.ndarray) -> None:
+    """Blend ``colours`` (N, 3) into ``images`` (N, 3, S, S) in place, weighted by ``coverage`` (N, S, S)."""
     alpha = coverage[:, None]
     images *= 1 - alpha
-    images += alpha * colors[:, :, None, None]
+    images += alpha * colours[:, :, None, None]
 
 
-def _random_colors(rng: np.random.Generator, n: int) -> np.ndarray:
+def _random_colours(rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.uniform(0, 1, (n, 3)).astype(np.float32)
 
 
-def _contrasting_colors(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
+def _contrasting_colours(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
     """Uniform random colours, redrawn until each is at least 0.4 (RGB distance) from its background colour."""
-    colors = _random_colors(rng, len(background))
+    colours = _random_colours(rng, len(background))
     for _ in range(100):
-        close = np.linalg.norm(colors - background, axis=1) < 0.4
+        close = np.linalg.norm(colours - background, axis=1) < 0.4
         if not close.any():
             break
-        colors[close] = _random_colors(rng, int(close.sum()))
-    return colors
+        colours[close] = _random_colours(rng, int(close.sum()))
+    return colours
 
 
 # Signed distances (pixels, negative inside) of each class's shape, from rotated coordinates and a radius.

@@ -30,6 +30,9 @@ from torch.utils.data import DataLoader
 
 from lightning_cnnsee.callback.compat import lightning as pl
 from lightning_cnnsee.demo.data import CLASS_NAMES, MEAN, STD, ShapesDataset
+from lightning_cnnsee.vocabulary.checks import positive_int
+
+__all__ = ["ShapesClassifier", "ShapesDataModule", "run_demo"]
 
 if TYPE_CHECKING:
     from lightning_cnnsee.callback.cnnsee import CNNSee
@@ -217,8 +220,7 @@ def run_demo(
         >>> sorted(trainer.callback_metrics)  # doctest: +SKIP
         ['train/acc', 'train/loss', 'val/acc', 'val/loss']
     """
-    if not isinstance(max_epochs, int) or isinstance(max_epochs, bool) or max_epochs < 1:
-        raise ValueError(f"max_epochs must be a positive int, got {max_epochs!r}")
+    positive_int("max_epochs", max_epochs)
     from lightning_cnnsee.callback.cnnsee import CNNSee
 
     if callback is None:
@@ -234,20 +236,38 @@ def run_demo(
     pl.seed_everything(seed, workers=True, verbose=False)
     data = ShapesDataModule(num_train, num_val, image_size, batch_size, seed, leak=leak)
     model = ShapesClassifier(num_classes=len(CLASS_NAMES))
-    trainer = pl.Trainer(
-        max_epochs=max_epochs,
-        accelerator=accelerator,
-        devices=1,
-        logger=pl.loggers.TensorBoardLogger(logdir, name="demo-leak" if leak else "demo", default_hp_metric=False),
-        callbacks=callbacks,
-        # CUDA has no deterministic backward for adaptive pooling; "warn" keeps a GPU run going.
-        deterministic=True if accelerator == "cpu" else "warn",
-        enable_progress_bar=enable_progress_bar,
-        enable_checkpointing=checkpoints,
-        log_every_n_steps=max(1, min(10, num_train // batch_size)),
+    log_every = max(1, min(10, num_train // batch_size))
+    name = "demo-leak" if leak else "demo"
+    trainer = _demo_trainer(
+        logdir, name, max_epochs, accelerator, callbacks, checkpoints, enable_progress_bar, log_every
     )
     with warnings.catch_warnings():
         # The data is in memory; Lightning's advice to add DataLoader workers does not apply.
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
         trainer.fit(model, datamodule=data)
     return trainer
+
+
+def _demo_trainer(
+    logdir: str,
+    name: str,
+    max_epochs: int,
+    accelerator: str,
+    callbacks: list[Any],
+    checkpoints: bool,
+    enable_progress_bar: bool,
+    log_every: int,
+) -> pl.Trainer:
+    """The demo's Trainer: one device, TensorBoard logs under ``logdir/name``, deterministic, checkpoints if asked."""
+    return pl.Trainer(
+        max_epochs=max_epochs,
+        accelerator=accelerator,
+        devices=1,
+        logger=pl.loggers.TensorBoardLogger(logdir, name=name, default_hp_metric=False),
+        callbacks=callbacks,
+        # CUDA has no deterministic backward for adaptive pooling; "warn" keeps a GPU run going.
+        deterministic=True if accelerator == "cpu" else "warn",
+        enable_progress_bar=enable_progress_bar,
+        enable_checkpointing=checkpoints,
+        log_every_n_steps=log_every,
+    )

@@ -21,6 +21,8 @@ from torch import Tensor, nn
 from lightning_cnnsee.explain.hooks import eval_mode, get_modules, record_outputs, stop_after
 from lightning_cnnsee.explain.tokens import feature_map, token_layout
 
+__all__ = ["capture_activations"]
+
 
 def capture_activations(model: nn.Module, images: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
     """Feature maps (N, C, h, w) of ``images`` at each layer, detached, from one forward pass in eval mode; a

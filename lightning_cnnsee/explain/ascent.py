@@ -42,7 +42,17 @@ from torch import Tensor, nn
 from lightning_cnnsee.explain.hooks import eval_mode, gradients_enabled
 from lightning_cnnsee.explain.layers import OutputKey, device_and_dtype
 from lightning_cnnsee.explain.objectives import Objective, _ObjectiveBatch, channel, diversity, forward_to
+from lightning_cnnsee.vocabulary.checks import known, positive_int
 from lightning_cnnsee.vocabulary.choices import PARAMETERIZATIONS
+
+__all__ = [
+    "AscentResult",
+    "DIVERSITY_WEIGHT",
+    "channel_generator",
+    "filter_ascent",
+    "make_parameterization",
+    "random_transform",
+]
 
 # The weight of the diversity term with num_diverse > 1: chosen with `benchmarks/ascent.py --parts diversity` (the
 # figures are in benchmarks/README.md): images of one channel differ clearly and keep nearly all of its activation.
@@ -234,8 +244,7 @@ def filter_ascent(
         >>> result.images.shape, result.channels
         (torch.Size([6, 3, 16, 16]), [0, 0, 0, 5, 5, 5])
     """
-    if parameterization not in PARAMETERIZATIONS:
-        raise ValueError(f"Unknown parameterization {parameterization!r}; valid choices: {list(PARAMETERIZATIONS)}.")
+    known("parameterization", parameterization, PARAMETERIZATIONS)
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}.")
     shape = tuple(int(v) for v in input_shape)
@@ -246,8 +255,7 @@ def filter_ascent(
         raise ValueError("channels is empty; give at least one channel index.")
     if min(channel_list) < 0:
         raise ValueError(f"channel indices must be >= 0, got {channel_list}.")
-    if isinstance(num_diverse, bool) or not isinstance(num_diverse, int) or num_diverse < 1:
-        raise ValueError(f"num_diverse must be an int >= 1 (images per channel), got {num_diverse!r}.")
+    positive_int("num_diverse", num_diverse)
     reported = _objectives_per_channel(layer, channel_list, objective)
     optimized = reported
     if num_diverse > 1:

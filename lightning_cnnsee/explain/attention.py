@@ -39,8 +39,8 @@ import torch
 from torch import Tensor, nn
 
 from lightning_cnnsee.explain.hooks import eval_mode, get_modules, gradients_enabled, graph_from
-from lightning_cnnsee.explain.layers import OutputKey
-from lightning_cnnsee.explain.targets import Targets, check_kind, model_kind, score_function, select_scores
+from lightning_cnnsee.explain.layers import OutputKey, select_output
+from lightning_cnnsee.explain.targets import Targets, check_kind, model_kind, score_function
 from lightning_cnnsee.explain.tokens import TokenLayout, is_attention, token_layout
 
 __all__ = ["ATTENTION_CAM_METHODS", "attention_cams", "attention_modules", "is_attention", "record_attention"]
@@ -246,7 +246,7 @@ def attention_cams(
     with context, eval_mode(model), record_attention(modules) as records:
         inputs = images.clone() if images.is_inference() else images.detach()
         with graph_from(model, layers) if needs_gradient else contextlib.nullcontext():
-            scores = select_scores(model(inputs), output_key)
+            scores = select_output(model(inputs), output_key)
         kind = model_kind(scores) if kind is None else check_kind(kind)
         _check_global(records, names, layout, images.shape[0])
         found: list[_Record] = records  # type: ignore[assignment]

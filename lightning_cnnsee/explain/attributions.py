@@ -43,11 +43,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_cnnsee.explain.cam import Targets, grad_cam, resolve_targets
+from lightning_cnnsee.explain.cam import grad_cam
+from lightning_cnnsee.explain.checks import broadcast_baseline, image_batch
 from lightning_cnnsee.explain.hooks import eval_mode, gradients_enabled
-from lightning_cnnsee.explain.layers import OutputKey, select_output
+from lightning_cnnsee.explain.layers import OutputKey, logits_of, select_output
 from lightning_cnnsee.explain.occlusion import incremental_forward
-from lightning_cnnsee.explain.targets import class_scores
+from lightning_cnnsee.explain.registration import hooks_on
+from lightning_cnnsee.explain.targets import Targets, class_scores, resolve_targets
+from lightning_cnnsee.vocabulary.checks import known, positive_int
+
+__all__ = [
+    "ATTRIBUTION_METHODS",
+    "INTEGRATION_METHODS",
+    "NOISE_TUNNEL_TYPES",
+    "ROWS_PER_PASS",
+    "attribute",
+    "attribution_map",
+    "method_options",
+]
 
 ROWS_PER_PASS = 64
 """Images per forward pass when an option leaves the batching to us (``internal_batch_size=None`` and alike)."""
@@ -59,10 +72,6 @@ INTEGRATION_METHODS = ("gausslegendre", "riemann_left", "riemann_right", "rieman
 # ----------------------------------------------------------------------------------------------- shared steps
 
 
-def _logits(model: nn.Module, inputs: Tensor, output_key: OutputKey) -> Tensor:
-    return _selected_logits(model(inputs), output_key)
-
-
 def _selected_logits(output: object, output_key: OutputKey) -> Tensor:
     logits = select_output(output, output_key)
     if logits.ndim != 2:
@@ -71,15 +80,15 @@ def _selected_logits(output: object, output_key: OutputKey) -> Tensor:
 
 
 def _logits_in_any_layout(model: nn.Module, inputs: Tensor, output_key: OutputKey, channels_last: list[bool]) -> Tensor:
-    """:func:`_logits` of ``inputs`` in the channels-last memory layout while ``channels_last[0]`` holds: the same
-    numbers to float rounding, and convolutions on the CPU take a quarter less time on it. A model that cannot take
-    it (a ``.view()`` of a feature map) gets the usual layout from then on."""
+    """:func:`~lightning_cnnsee.explain.layers.logits_of` ``inputs`` in the channels-last memory layout while
+    ``channels_last[0]`` holds: the same numbers to float rounding, and convolutions on the CPU take a quarter less
+    time on it. A model that cannot take it (a ``.view()`` of a feature map) gets the usual layout from then on."""
     if channels_last[0]:
         try:
-            return _logits(model, inputs.contiguous(memory_format=torch.channels_last), output_key)
+            return logits_of(model, inputs.contiguous(memory_format=torch.channels_last), output_key)
         except RuntimeError:
             channels_last[0] = False
-    return _logits(model, inputs, output_key)
+    return logits_of(model, inputs, output_key)
 
 
 def _image_targets(model: nn.Module, images: Tensor, targets: Targets, output_key: OutputKey) -> Targets:
@@ -88,7 +97,7 @@ def _image_targets(model: nn.Module, images: Tensor, targets: Targets, output_ke
     if targets is not None:
         return targets
     with torch.inference_mode():
-        logits = _logits(model, images, output_key)
+        logits = logits_of(model, images, output_key)
     return resolve_targets(None, logits.clone())
 
 
@@ -101,7 +110,7 @@ def _input_gradients(model: nn.Module, copies: Tensor, targets: Targets, output_
     """
     count, batch = copies.shape[:2]
     rows = copies.flatten(0, 1).detach().requires_grad_(True)
-    logits = _logits(model, rows, output_key)
+    logits = logits_of(model, rows, output_key)
     if targets is None:
         classes = resolve_targets(None, logits)
     else:
@@ -109,17 +118,6 @@ def _input_gradients(model: nn.Module, copies: Tensor, targets: Targets, output_
     score = class_scores(logits, classes).sum()
     (gradient,) = torch.autograd.grad(score, rows)
     return gradient.view(copies.shape)
-
-
-def _baselines(baselines: float | Tensor | None, images: Tensor) -> Tensor:
-    """Captum's ``baselines``: None means 0; a number or a tensor that broadcasts to the images (N, C, H, W)."""
-    value = torch.as_tensor(0.0 if baselines is None else baselines, dtype=images.dtype, device=images.device).clone()
-    try:
-        return torch.broadcast_to(value, images.shape)
-    except RuntimeError as error:
-        raise ValueError(
-            f"baselines of shape {tuple(value.shape)} do not broadcast to the images' shape {tuple(images.shape)}."
-        ) from error
 
 
 def _batches(total: int, size: int) -> Iterator[slice]:
@@ -132,9 +130,7 @@ def _per_pass(option: int | None, images_per_item: int, name: str) -> int:
     as make about :data:`ROWS_PER_PASS` rows when it is None; at least one."""
     if option is None:
         return max(1, ROWS_PER_PASS // images_per_item)
-    if isinstance(option, bool) or not isinstance(option, int) or option < 1:
-        raise ValueError(f"{name} must be a positive int or None, got {option!r}.")
-    return option
+    return positive_int(name, option, or_none=True)  # type: ignore[return-value]
 
 
 @contextlib.contextmanager
@@ -142,21 +138,14 @@ def _guided_relus(model: nn.Module) -> Iterator[None]:
     """Inside the block, the gradient through each ``nn.ReLU`` module of ``model`` is guided: only its positive part
     goes back (guided backprop). Forward hooks pass each ReLU's output through :class:`_GuidedGradient`; no module is
     replaced or changed, and the hooks are removed in ``finally``, also when the forward pass raises."""
-    handles = []
 
     def guide(module: nn.Module, args: object, output: object) -> Tensor | None:
         if isinstance(output, Tensor) and output.requires_grad:
             return _GuidedGradient.apply(output)
         return None
 
-    try:
-        for module in model.modules():
-            if isinstance(module, nn.ReLU):
-                handles.append(module.register_forward_hook(guide))
+    with hooks_on((module, guide) for module in model.modules() if isinstance(module, nn.ReLU)):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 class _GuidedGradient(torch.autograd.Function):
@@ -176,8 +165,7 @@ class _GuidedGradient(torch.autograd.Function):
 
 def _path(method: str, n_steps: int) -> tuple[Tensor, Tensor]:
     """Points ``alpha`` in [0, 1] and their weights for the path integral, as Captum's ``approximation_methods``."""
-    if method not in INTEGRATION_METHODS:
-        raise ValueError(f"Unknown integration method={method!r}; valid choices: {list(INTEGRATION_METHODS)}.")
+    known("integration method", method, INTEGRATION_METHODS)
     fewest = 1 if method == "gausslegendre" else 2
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < fewest:
         raise ValueError(f"n_steps must be an int >= {fewest} for method={method!r}, got {n_steps!r}.")
@@ -272,10 +260,8 @@ def _smoothgrad(
     """SmoothGrad (Smilkov et al., 2017), as Captum's ``NoiseTunnel(Saliency)``: the saliency (``abs`` as there) of
     ``nt_samples`` copies of each image plus Gaussian noise of standard deviation ``stdevs``, averaged
     (``"smoothgrad"``), its square averaged (``"smoothgrad_sq"``) or its variance (``"vargrad"``)."""
-    if nt_type not in NOISE_TUNNEL_TYPES:
-        raise ValueError(f"Unknown nt_type={nt_type!r}; valid choices: {list(NOISE_TUNNEL_TYPES)}.")
-    if isinstance(nt_samples, bool) or not isinstance(nt_samples, int) or nt_samples < 1:
-        raise ValueError(f"nt_samples must be a positive int, got {nt_samples!r}.")
+    known("nt_type", nt_type, NOISE_TUNNEL_TYPES)
+    positive_int("nt_samples", nt_samples)
     if isinstance(stdevs, bool) or not isinstance(stdevs, (int, float)) or stdevs < 0:
         raise ValueError(f"stdevs must be a non-negative number, got {stdevs!r}.")
     batch = len(images)
@@ -312,7 +298,7 @@ def _integrated_gradients(
     alphas, weights = _path(method, n_steps)
     batch = len(images)
     steps_per_pass = max(1, _per_pass(internal_batch_size, 1, "internal_batch_size") // batch)  # as Captum
-    baselines = _baselines(baselines, images)
+    baselines = broadcast_baseline(baselines, images, "baselines")
     difference = images - baselines
     classes = _image_targets(model, images, targets, output_key)
     alphas = alphas.to(images.device, images.dtype).view(-1, 1, 1, 1, 1)
@@ -348,14 +334,14 @@ def _occlusion(
     window, steps = _window_and_strides(sliding_window_shapes, strides, shape)
     batch = len(images)
     per_pass = _per_pass(perturbations_per_eval, batch, "perturbations_per_eval")
-    baselines = _baselines(baselines, images)
+    baselines = broadcast_baseline(baselines, images, "baselines")
     channel_masks, row_masks, column_masks = _window_masks(shape, window, steps, images.device)
     positions = torch.cartesian_prod(
         *(torch.arange(len(m), device=images.device) for m in (channel_masks, row_masks, column_masks))
     ).view(-1, 3)
     with torch.inference_mode():
         engine = incremental_forward(model, images) if incremental else None
-        logits = _logits(model, images, output_key) if engine is None else _selected_logits(engine.output, output_key)
+        logits = logits_of(model, images, output_key) if engine is None else _selected_logits(engine.output, output_key)
     classes = resolve_targets(targets, logits.clone())
     original = class_scores(logits, classes).clone()
     # the box each window position changes, inside the image (the last position's window may overhang the edge)
@@ -535,9 +521,7 @@ def attribute(
     if function is None:
         raise ValueError(f"Unknown attribution method {method!r}; valid choices: {sorted(ATTRIBUTION_METHODS)}.")
     _check_options(method, options)
-    if not isinstance(images, Tensor) or images.ndim != 4 or not images.is_floating_point():
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"images must be a floating-point tensor (N, C, H, W), got {shape}.")
+    image_batch(images)
     with gradients_enabled(), eval_mode(model):
         inputs = images.clone() if images.is_inference() else images.detach()
         if targets is not None and not isinstance(targets, int):

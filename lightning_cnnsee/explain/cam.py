@@ -1,8 +1,8 @@
 """Class-activation maps: Grad-CAM and its variants from one forward pass and one ``torch.autograd.grad``, and the
 gradient-free Score-CAM, Ablation-CAM and Eigen-CAM.
 
-Gradient methods (:data:`CAM_METHODS`) share one step that records each layer's activations ``A`` (N, C, h, w) and
-the gradient ``G`` of the target score with respect to them; each method is a small function that turns ``(A, G)``
+Gradient methods (:data:`GRADIENT_CAM_METHODS`) share one step that records each layer's activations ``A`` (N, C, h, w)
+and the gradient ``G`` of the target score with respect to them; each method is a small function that turns ``(A, G)``
 into a map. The gradient comes from ``torch.autograd.grad`` on the recorded activations, never ``.backward()``: no
 parameter's ``.grad`` is read or written, and autograd records nothing, and does no work, below the first CAM layer.
 
@@ -37,10 +37,24 @@ from torch import Tensor, nn
 
 from lightning_cnnsee.explain.attention import ATTENTION_CAM_METHODS, attention_cams
 from lightning_cnnsee.explain.hooks import eval_mode, get_modules, gradients_enabled, graph_from, record_outputs
-from lightning_cnnsee.explain.layers import OutputKey, pick_layers
-from lightning_cnnsee.explain.targets import Score, Targets, check_kind, model_kind, score_function, select_scores
-from lightning_cnnsee.explain.targets import resolve_targets as _resolve_targets
+from lightning_cnnsee.explain.layers import OutputKey, pick_layers, select_output
+from lightning_cnnsee.explain.registration import hooks_on
+from lightning_cnnsee.explain.targets import Score, Targets, check_kind, model_kind, score_function
 from lightning_cnnsee.explain.tokens import TokenLayout, feature_map, from_feature_map, token_layout
+from lightning_cnnsee.vocabulary.checks import known, positive_int
+
+__all__ = [
+    "ALL_CAM_METHODS",
+    "GRADIENT_CAM_METHODS",
+    "DEFAULT_BATCH_SIZE",
+    "GRADIENT_FREE_CAM_METHODS",
+    "cam",
+    "cams_and_logits",
+    "cams_for_targets",
+    "check_cam_method",
+    "default_cam",
+    "grad_cam",
+]
 
 _EPS = 1e-7
 DEFAULT_BATCH_SIZE = 32  # masked / ablated inputs per forward pass: torchcam's and pytorch-grad-cam's default
@@ -83,30 +97,13 @@ def _hirescam(activations: Tensor, gradients: Tensor) -> Tensor:
     return (gradients * activations).sum(dim=1)
 
 
-CAM_METHODS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+GRADIENT_CAM_METHODS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "gradcam": _gradcam,
     "gradcam++": _gradcam_plus_plus,
     "xgradcam": _xgradcam,
     "layercam": _layercam,
     "hirescam": _hirescam,
 }
-
-
-def resolve_targets(targets: Targets, logits: Tensor, kind: str = "classification") -> Tensor:
-    """Turn ``targets`` (None, an int, or N class indices) into a LongTensor (N,) on the logits' device.
-
-    Args:
-        targets: see :func:`lightning_cnnsee.explain.targets.resolve_targets`.
-        logits: the model's scores, (N, C) or, with ``kind="segmentation"``, (N, C, H, W).
-        kind: ``"classification"``, ``"multilabel"``, ``"segmentation"`` or ``"binary"``.
-
-    Example::
-
-        >>> import torch
-        >>> resolve_targets([1, 0], torch.zeros(2, 3)).tolist()
-        [1, 0]
-    """
-    return _resolve_targets(targets, logits, kind)
 
 
 @dataclass
@@ -127,7 +124,7 @@ class _Probe:
     layout: TokenLayout | None = None
 
     def forward(self, inputs: Tensor) -> Tensor:
-        return select_scores(self.model(inputs), self.output_key)
+        return select_output(self.model(inputs), self.output_key)
 
     def forward_replacing(self, image: int, replacement: Tensor) -> Tensor:
         """Scores of the model with the layer's output replaced by ``replacement`` (B, C, h, w), all rows made from
@@ -170,11 +167,8 @@ def _replace_output(module: nn.Module, replacement: Tensor) -> Iterator[None]:
         calls += 1
         return replacement.clone() if calls == 1 else None  # a copy: the network may change it in place
 
-    handle = module.register_forward_hook(hook)
-    try:
+    with hooks_on([(module, hook)]):
         yield
-    finally:
-        handle.remove()
 
 
 def _combine(weights: Tensor, activation: Tensor) -> Tensor:
@@ -288,14 +282,15 @@ GRADIENT_FREE_CAM_METHODS: dict[str, Callable[[_Probe], list[Tensor]]] = {
     "eigencam": _eigencam,
 }
 
-ALL_CAM_METHODS: tuple[str, ...] = (*CAM_METHODS, *GRADIENT_FREE_CAM_METHODS, *ATTENTION_CAM_METHODS)
+ALL_CAM_METHODS: tuple[str, ...] = (*GRADIENT_CAM_METHODS, *GRADIENT_FREE_CAM_METHODS, *ATTENTION_CAM_METHODS)
 
 
 def check_cam_method(method: str) -> str:
     """Return ``method`` if it is known; raise ``ValueError`` naming the valid choices otherwise.
 
     Args:
-        method: a gradient method of :data:`CAM_METHODS`, a gradient-free one of :data:`GRADIENT_FREE_CAM_METHODS`,
+        method: a gradient method of :data:`GRADIENT_CAM_METHODS`, a gradient-free one of
+            :data:`GRADIENT_FREE_CAM_METHODS`,
             or an attention method of :data:`~lightning_cnnsee.explain.attention.ATTENTION_CAM_METHODS`.
 
     Example::
@@ -303,9 +298,7 @@ def check_cam_method(method: str) -> str:
         >>> check_cam_method("scorecam")
         'scorecam'
     """
-    if method not in ALL_CAM_METHODS:
-        raise ValueError(f"Unknown CAM method {method!r}; valid choices: {sorted(ALL_CAM_METHODS)}.")
-    return method
+    return known("CAM method", method, ALL_CAM_METHODS, sort=True)  # type: ignore[return-value]
 
 
 def default_cam(model: nn.Module, images: Tensor, *, output_key: OutputKey = None) -> tuple[list[str], str]:
@@ -326,12 +319,6 @@ def default_cam(model: nn.Module, images: Tensor, *, output_key: OutputKey = Non
             f"{tuple(images.shape[-2:])} input; pass layers=[...] (names of model.named_modules())."
         )
     return picks.gradcam, picks.cam_method
-
-
-def _check_batch_size(batch_size: int) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-    return batch_size
 
 
 def _feature_maps(
@@ -378,13 +365,13 @@ def _gradient_cams(
     kind: str | None,
     output_key: OutputKey,
 ) -> tuple[list[dict[str, Tensor]], Tensor]:
-    combine = CAM_METHODS[method]
+    combine = GRADIENT_CAM_METHODS[method]
     layout = token_layout(model, images.shape[-2:])
     modules = get_modules(model, layers)
     with gradients_enabled(), eval_mode(model), record_outputs(model, layers) as recorded:
         inputs = images.clone() if images.is_inference() else images.detach()
         with graph_from(model, layers):  # nothing below the first CAM layer is differentiated
-            scores = select_scores(model(inputs), output_key)
+            scores = select_output(model(inputs), output_key)
         kind = _kind_of(scores, kind)
         activations = _feature_maps(recorded, layers, layout, modules)
         raw = [recorded[name] for name in layers]
@@ -421,7 +408,7 @@ def _gradient_free_cams(
     per_layer = []
     with eval_mode(model), torch.inference_mode():
         with record_outputs(model, layers, detach=True) as recorded:
-            scores = select_scores(model(images), output_key)
+            scores = select_output(model(images), output_key)
         kind = _kind_of(scores, kind)
         activations = _feature_maps(recorded, layers, layout, modules)
         score_functions = [score_function(scores, targets, kind) for targets in target_sets]
@@ -479,9 +466,9 @@ def cams_for_targets(
     layers = list(layers)
     if method in ATTENTION_CAM_METHODS:
         return attention_cams(model, images, layers, target_sets, method, kind=kind, output_key=output_key)
-    if method in CAM_METHODS:
+    if method in GRADIENT_CAM_METHODS:
         return _gradient_cams(model, images, layers, target_sets, method, kind, output_key)
-    batch_size = _check_batch_size(batch_size)
+    batch_size = positive_int("batch_size", batch_size)
     return _gradient_free_cams(model, images, layers, target_sets, method, kind, output_key, batch_size)
 
 
@@ -557,7 +544,7 @@ def cam(
             :mod:`lightning_cnnsee.explain.targets`); ``None`` infers it from the scores' shape
             (:func:`~lightning_cnnsee.explain.targets.model_kind`).
         output_key: where the scores are when the model returns a tuple or dict (see
-            :func:`~lightning_cnnsee.explain.targets.select_scores`; a dict's ``"out"`` is found without it).
+            :func:`~lightning_cnnsee.explain.layers.select_output`; a dict's ``"out"`` is found without it).
         batch_size: masked or ablated inputs per forward pass (gradient-free methods only).
 
     Returns:

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+__all__ = ["DriftTracker", "SanityCheck", "average_ranks", "sanity_check", "spearman"]
+
 
 def average_ranks(values: Tensor) -> Tensor:
     """Rank of each value in its row (1 for the smallest), ties sharing the mean of their ranks, as float64.

@@ -21,12 +21,25 @@ Example::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from lightning_cnnsee.explain.layers import named_layers, plain_name, resolve_layer_names
+from lightning_cnnsee.explain.registration import hooks_on
+
+__all__ = [
+    "StopForward",
+    "eval_mode",
+    "get_modules",
+    "gradients_enabled",
+    "graph_from",
+    "record_outputs",
+    "run_eagerly",
+    "stop_after",
+    "stop_hooks",
+]
 
 
 class StopForward(Exception):
@@ -51,7 +64,6 @@ def record_outputs(model: nn.Module, names: Sequence[str], *, detach: bool = Fal
     """
     modules = get_modules(model, names)
     outputs: dict[str, object] = {}
-    handles = []
 
     def make_hook(name: str):
         def hook(module: nn.Module, args: object, output: object) -> object:
@@ -68,13 +80,35 @@ def record_outputs(model: nn.Module, names: Sequence[str], *, detach: bool = Fal
 
         return hook
 
-    try:
-        for name, module in modules.items():
-            handles.append(module.register_forward_hook(make_hook(name)))
+    with hooks_on((module, make_hook(name)) for name, module in modules.items()):
         yield outputs
-    finally:
-        for handle in handles:
-            handle.remove()
+
+
+@contextlib.contextmanager
+def stop_hooks(model: nn.Module, names: Sequence[str]) -> Iterator[Callable[[], None]]:
+    """Inside the block, a forward pass raises :class:`StopForward` once every named layer has produced its output
+    since the last call of the function the block gets (which re-arms the hooks for the next pass; armed at first).
+
+    Hooks registered before these (for example by :func:`record_outputs`) run first, so their records are complete
+    when the pass stops. :func:`stop_after` is the one-pass form.
+    """
+    modules = get_modules(model, names)
+    pending = set(names)
+
+    def arm() -> None:
+        pending.clear()
+        pending.update(names)
+
+    def make_hook(name: str):
+        def hook(module: nn.Module, args: object, output: object) -> None:
+            pending.discard(name)
+            if not pending:
+                raise StopForward(name)
+
+        return hook
+
+    with hooks_on((module, make_hook(name)) for name, module in modules.items()):
+        yield arm
 
 
 @contextlib.contextmanager
@@ -85,28 +119,11 @@ def stop_after(model: nn.Module, names: Sequence[str]) -> Iterator[None]:
     network up to layer ``"3"``. Hooks registered before this context (for example by :func:`record_outputs`) run
     first, so their records are complete when the pass stops.
     """
-    modules = get_modules(model, names)
-    pending = set(names)
-    handles = []
-
-    def make_hook(name: str):
-        def hook(module: nn.Module, args: object, output: object) -> None:
-            pending.discard(name)
-            if not pending:
-                raise StopForward(name)
-
-        return hook
-
-    try:
-        for name, module in modules.items():
-            handles.append(module.register_forward_hook(make_hook(name)))
+    with stop_hooks(model, names):
         try:
             yield
         except StopForward:
             pass
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 @contextlib.contextmanager
@@ -118,19 +135,13 @@ def graph_from(model: nn.Module, names: Sequence[str]) -> Iterator[None]:
     makes a recorded output that came without a graph the leaf to differentiate against.
     """
     modules = get_modules(model, names)
-    handles = []
 
     def start_graph(module: nn.Module, args: object) -> None:
         torch.set_grad_enabled(True)
 
-    try:
-        for module in modules.values():
-            handles.append(module.register_forward_pre_hook(start_graph))
+    with hooks_on(((module, start_graph) for module in modules.values()), kind="forward_pre"):
         with torch.no_grad():  # restores the grad mode of before on the way out
             yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 @contextlib.contextmanager

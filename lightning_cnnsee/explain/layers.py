@@ -23,7 +23,24 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from lightning_cnnsee.explain.registration import hooks_on
 from lightning_cnnsee.explain.tokens import TokenLayout, feature_map, is_attention, token_layout
+
+__all__ = [
+    "COMPILED_PART",
+    "LayerPicks",
+    "OutputKey",
+    "device_and_dtype",
+    "find_layer",
+    "logits_of",
+    "named_layers",
+    "pick_layers",
+    "plain_name",
+    "resolve_layer_names",
+    "select_output",
+    "spread",
+    "trace_layers",
+]
 
 OutputKey = int | str | None
 
@@ -122,6 +139,20 @@ def select_output(output: object, key: OutputKey = None) -> torch.Tensor:
     return selected
 
 
+def logits_of(model: nn.Module, inputs: torch.Tensor, output_key: OutputKey = None) -> torch.Tensor:
+    """The (N, num_classes) logits of ``model`` on ``inputs``, found in its output by :func:`select_output`.
+
+    Example::
+
+        >>> logits_of(nn.Linear(3, 2), torch.zeros(4, 3)).shape
+        torch.Size([4, 2])
+    """
+    logits = select_output(model(inputs), output_key)
+    if logits.ndim != 2:
+        raise ValueError(f"Expected logits of shape (N, num_classes), got {tuple(logits.shape)}.")
+    return logits
+
+
 @dataclass
 class LayerPicks:
     """Layers chosen for each technique: the CAM layers and method, filter ascent and activations (features), and
@@ -145,7 +176,6 @@ def trace_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.
     mode, an in-place activation) or a view of all of it (a permutation): such a layer adds nothing worth looking at.
     """
     order: list[tuple[str, nn.Module, object, bool]] = []
-    handles = []
 
     def make_hook(name: str):
         def hook(module: nn.Module, args: tuple, output: object) -> None:
@@ -160,14 +190,8 @@ def trace_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.
 
         return hook
 
-    try:
-        for name, module in named_layers(model).items():
-            handles.append(module.register_forward_hook(make_hook(name)))
-        with torch.no_grad():
-            final = model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with hooks_on((module, make_hook(name)) for name, module in named_layers(model).items()), torch.no_grad():
+        final = model(example)
     order.append(("", model, final, False))
     return order
 

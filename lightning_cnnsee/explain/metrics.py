@@ -28,14 +28,20 @@ Example::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_cnnsee.explain.cam import Targets, resolve_targets
+from lightning_cnnsee.explain.attributions import attribution_map
+from lightning_cnnsee.explain.checks import broadcast_baseline, image_batch
 from lightning_cnnsee.explain.hooks import eval_mode
-from lightning_cnnsee.explain.layers import OutputKey, select_output
-from lightning_cnnsee.explain.targets import class_probabilities
+from lightning_cnnsee.explain.layers import OutputKey, logits_of
+from lightning_cnnsee.explain.targets import Targets, class_probabilities, resolve_targets
+from lightning_cnnsee.vocabulary.checks import positive_int
+
+__all__ = ["METRICS", "faithfulness", "normalize_maps", "random_faithfulness", "random_maps"]
 
 METRICS = ("avg_drop", "conf_increase", "deletion_auc", "insertion_auc")
 
@@ -44,19 +50,18 @@ _NORMALIZE_EPS = 1e-8
 _DROP_EPS = 1e-7
 
 
-def _positive_int(name: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}.")
-    return value
-
-
 def normalize_maps(maps: Tensor, images: Tensor) -> Tensor:
     """Maps as the metrics use them: (N, H, W) float32 on the images' device, each scaled to [0, 1], input-sized.
 
     3-D maps (N, h, w) are taken as they are; 4-D maps (N, C, h, w), per-pixel attributions, are reduced to one value
-    per position by the sum of absolute values over channels. Each map is then min-max scaled on its own, as
-    torchcam's ``_CAM._normalize`` does, ``(m - min m) / (max m - min m + 1e-8)`` (a constant map becomes zeros), and
-    resized to the images' (H, W) bilinearly (``align_corners=False``) if its size differs. NaN stays NaN.
+    per position by :func:`~lightning_cnnsee.explain.attributions.attribution_map`, the signed sum over channels: the
+    one reduction the run's faithfulness, drift and images use. Signed, because deletion and insertion rank pixels
+    by the evidence they give *for* the class: with Integrated Gradients' completeness (the attributions add up to
+    ``f(x) - f(baseline)``) a pixel's signed sum is its share of the score, while the absolute value would rank
+    first the pixels that argue *against* the class, and deleting them raises the score. (Saliency's default
+    ``abs=True`` gradients are non-negative: both reductions agree there.) Each map is then min-max scaled on its
+    own, as torchcam's ``_CAM._normalize`` does, ``(m - min m) / (max m - min m + 1e-8)`` (a constant map becomes
+    zeros), and resized to the images' (H, W) bilinearly (``align_corners=False``) if its size differs. NaN stays NaN.
 
     Args:
         maps: (N, h, w) maps (a CAM at its layer's resolution) or (N, C, h, w) attributions.
@@ -68,25 +73,20 @@ def normalize_maps(maps: Tensor, images: Tensor) -> Tensor:
         tensor([[[0.0000, 0.5000],
                  [1.0000, 1.0000]]])
     """
-    if not isinstance(images, Tensor) or images.ndim != 4:
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"images must be a (N, C, H, W) batch, got {shape}.")
+    image_batch(images)
     if not isinstance(maps, Tensor) or maps.ndim not in (3, 4):
         shape = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
         raise ValueError(
             f"maps must be (N, h, w) maps or (N, C, h, w) attributions, got {shape} for images of shape "
             f"{tuple(images.shape)}."
         )
-    if images.shape[0] == 0:
-        raise ValueError(f"images is an empty batch, of shape {tuple(images.shape)}.")
     if maps.shape[0] != images.shape[0]:
         raise ValueError(
             f"maps has {maps.shape[0]} entries (shape {tuple(maps.shape)}) for {images.shape[0]} images "
             f"(shape {tuple(images.shape)})."
         )
     maps = maps.detach().to(device=images.device, dtype=torch.float32)
-    if maps.ndim == 4:
-        maps = maps.abs().sum(dim=1)
+    maps = attribution_map(maps)
     low = maps.amin(dim=(1, 2), keepdim=True)
     shifted = maps - low
     scaled = shifted / (shifted.amax(dim=(1, 2), keepdim=True) + _NORMALIZE_EPS)
@@ -94,21 +94,6 @@ def normalize_maps(maps: Tensor, images: Tensor) -> Tensor:
         scaled = F.interpolate(scaled[:, None], size=tuple(images.shape[2:]), mode="bilinear", align_corners=False)
         scaled = scaled[:, 0]
     return scaled
-
-
-def _baseline_for(baseline: float | Tensor | None, images: Tensor) -> Tensor:
-    if baseline is None:
-        return torch.zeros_like(images)
-    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
-        return torch.full_like(images, float(baseline))
-    if not isinstance(baseline, Tensor):
-        raise ValueError(f"baseline must be None, a number or a tensor, got {type(baseline).__name__}.")
-    try:
-        return torch.broadcast_to(baseline.to(images), images.shape)
-    except RuntimeError as error:
-        raise ValueError(
-            f"baseline of shape {tuple(baseline.shape)} does not broadcast to the images' shape {tuple(images.shape)}."
-        ) from error
 
 
 def _same_for_every_image(baseline: float | Tensor | None) -> bool:
@@ -120,13 +105,6 @@ def _perturbation_counts(positions: int, steps: int) -> list[int]:
     """How many positions are perturbed at each point of the curves: torchcam's ``0, s, 2s, ..., positions``."""
     step_size = (positions + steps - 1) // steps
     return [*range(0, positions, step_size), positions]
-
-
-def _logits(model: nn.Module, batch: Tensor, output_key: OutputKey) -> Tensor:
-    logits = select_output(model(batch), output_key)
-    if logits.ndim != 2:
-        raise ValueError(f"Expected logits of shape (N, num_classes), got {tuple(logits.shape)}.")
-    return logits
 
 
 def _class_scores(logits: Tensor, classes: Tensor) -> Tensor:
@@ -167,7 +145,7 @@ def faithfulness(
         model: any ``nn.Module`` returning logits (N, num_classes); run in eval mode, its flags restored afterwards.
         images: input batch (N, C, H, W), normalized as the model expects.
         maps: (N, h, w) maps at any resolution (a CAM at its layer's size), or (N, C, h, w) per-pixel attributions
-            (reduced by the sum of absolute values over channels).
+            (reduced by the signed sum over channels, :func:`normalize_maps`).
         targets: ``None`` for each image's predicted class on the clean images, an int for one class for every
             image, or N class indices.
         steps: the most intervals of the deletion and insertion curves (``steps + 1`` points at most).
@@ -192,79 +170,114 @@ def faithfulness(
         >>> {name: tuple(value.shape) for name, value in scores.items()}
         {'avg_drop': (2,), 'conf_increase': (2,), 'deletion_auc': (2,), 'insertion_auc': (2,)}
     """
-    steps = _positive_int("steps", steps)
-    batch_size = _positive_int("batch_size", batch_size)
+    steps = positive_int("steps", steps)
+    batch_size = positive_int("batch_size", batch_size)
     saliency = normalize_maps(maps, images)
     invalid = saliency.flatten(1).isnan().any(dim=1)
     saliency = torch.nan_to_num(saliency, nan=0.0)
     count, _, height, width = images.shape
     positions = height * width
     counts = _perturbation_counts(positions, steps)
-    points = len(counts)
 
-    # Each image's perturbed inputs ("jobs"): the interior points of deletion, those of insertion, the masked image
-    # m * x and the all-baseline input (deletion's last point, insertion's first). A baseline that is the same for
-    # every image (None, a number, a tensor without a batch dimension) is scored once, as the first job. All jobs go
-    # through the model in batches of batch_size, whatever image they belong to.
-    shared = _same_for_every_image(baseline)
-    interior = points - 2
-    inner = counts[1:-1]
-    table = [(k, False, False) for k in inner] + [(k, True, False) for k in inner] + [(0, False, True)]
-    if not shared:
-        table.append((0, True, False))
-    per_image = len(table)
-    jobs = [(0, 0, True, False)] if shared else []
-    jobs += [(image, *row) for image in range(count) for row in table]
-    job_image, job_count, job_insert, job_masked = (torch.tensor(column) for column in zip(*jobs, strict=True))
-
+    jobs = _Jobs.table(count, counts, shared=_same_for_every_image(baseline))
     with eval_mode(model), torch.inference_mode():
         inputs = images.detach()
-        device = inputs.device
-        base = _baseline_for(baseline, inputs)
-        logits = torch.cat([_logits(model, chunk, output_key) for chunk in inputs.split(batch_size)])
+        base = broadcast_baseline(baseline, inputs)
+        logits = torch.cat([logits_of(model, chunk, output_key) for chunk in inputs.split(batch_size)])
         classes = resolve_targets(targets, logits)
         clean = _class_scores(logits, classes)
+        scores, all_baseline = _score_jobs(model, inputs, base, saliency, classes, jobs, batch_size, output_key)
+    results = _metrics(clean, scores, all_baseline, jobs, counts, positions)
+    if invalid.any():
+        for value in results.values():
+            value[invalid] = float("nan")
+    return results
 
-        # Rank of each position, highest map value first; ties keep raster order (torchcam's stable argsort).
-        order = saliency.flatten(1).argsort(dim=1, descending=True, stable=True)
-        positions_in_order = torch.arange(positions, device=device).expand_as(order)
-        ranks = torch.empty_like(order).scatter_(1, order, positions_in_order)
 
-        scores = torch.empty(len(jobs), device=device)
-        for start in range(0, len(jobs), batch_size):
-            part = slice(start, start + batch_size)
-            image_index = job_image[part].to(device)
-            first = ranks[image_index] < job_count[part].to(device)[:, None]
-            original = torch.where(job_insert[part].to(device)[:, None], first, ~first)
-            batch = torch.where(original.view(-1, 1, height, width), inputs[image_index], base[image_index])
-            masked_rows = job_masked[part].nonzero()[:, 0]  # on the CPU: no device synchronization
-            if len(masked_rows):
-                masked_images = job_image[part][masked_rows].to(device)
-                batch[masked_rows.to(device)] = (saliency[masked_images, None] * inputs[masked_images]).to(batch.dtype)
-            batch_logits = _logits(model, batch, output_key)
-            scores[part] = _class_scores(batch_logits, classes[image_index])
-            if shared and start == 0:
-                all_baseline = _class_scores(batch_logits[:1].expand(count, -1), classes)
+@dataclass
+class _Jobs:
+    """Each image's perturbed inputs ("jobs"): the interior points of deletion, those of insertion, the masked image
+    ``m * x`` and the all-baseline input (deletion's last point, insertion's first). A baseline that is the same for
+    every image (None, a number, a tensor without a batch dimension) is scored once, as the first job (``shared``).
+    One entry per job: its image, how many positions it takes from the image (the rest from the baseline), whether
+    those are the first (insertion) or the others (deletion), and whether it is the masked image."""
 
-    per_image_scores = scores[1:] if shared else scores
-    per_image_scores = per_image_scores.view(count, per_image)
-    removed, inserted = per_image_scores[:, :interior], per_image_scores[:, interior : 2 * interior]
-    masked = per_image_scores[:, 2 * interior]
-    if not shared:
-        all_baseline = per_image_scores[:, -1]
+    image: Tensor
+    count: Tensor
+    insert: Tensor
+    masked: Tensor
+    per_image: int
+    interior: int
+    shared: bool
+
+    @classmethod
+    def table(cls, images: int, counts: list[int], *, shared: bool) -> _Jobs:
+        inner = counts[1:-1]
+        rows = [(k, False, False) for k in inner] + [(k, True, False) for k in inner] + [(0, False, True)]
+        if not shared:
+            rows.append((0, True, False))
+        jobs = [(0, 0, True, False)] if shared else []
+        jobs += [(image, *row) for image in range(images) for row in rows]
+        image, count, insert, masked = (torch.tensor(column) for column in zip(*jobs, strict=True))
+        return cls(image, count, insert, masked, len(rows), len(inner), shared)
+
+
+def _score_jobs(
+    model: nn.Module,
+    inputs: Tensor,
+    base: Tensor,
+    saliency: Tensor,
+    classes: Tensor,
+    jobs: _Jobs,
+    batch_size: int,
+    output_key: OutputKey,
+) -> tuple[Tensor, Tensor | None]:
+    """The class score of every job, ``batch_size`` jobs per forward pass whatever image they belong to; and with a
+    shared baseline, the all-baseline input's score for each image's class (else ``None``)."""
+    count, _, height, width = inputs.shape
+    device = inputs.device
+    # Rank of each position, highest map value first; ties keep raster order (torchcam's stable argsort).
+    order = saliency.flatten(1).argsort(dim=1, descending=True, stable=True)
+    ranks = torch.empty_like(order).scatter_(1, order, torch.arange(height * width, device=device).expand_as(order))
+    scores = torch.empty(len(jobs.image), device=device)
+    all_baseline = None
+    for start in range(0, len(jobs.image), batch_size):
+        part = slice(start, start + batch_size)
+        image_index = jobs.image[part].to(device)
+        first = ranks[image_index] < jobs.count[part].to(device)[:, None]
+        original = torch.where(jobs.insert[part].to(device)[:, None], first, ~first)
+        batch = torch.where(original.view(-1, 1, height, width), inputs[image_index], base[image_index])
+        masked_rows = jobs.masked[part].nonzero()[:, 0]  # on the CPU: no device synchronization
+        if len(masked_rows):
+            masked_images = jobs.image[part][masked_rows].to(device)
+            batch[masked_rows.to(device)] = (saliency[masked_images, None] * inputs[masked_images]).to(batch.dtype)
+        batch_logits = logits_of(model, batch, output_key)
+        scores[part] = _class_scores(batch_logits, classes[image_index])
+        if jobs.shared and start == 0:
+            all_baseline = _class_scores(batch_logits[:1].expand(count, -1), classes)
+    return scores, all_baseline
+
+
+def _metrics(
+    clean: Tensor, scores: Tensor, all_baseline: Tensor | None, jobs: _Jobs, counts: list[int], positions: int
+) -> dict[str, Tensor]:
+    """The four numbers of each image from its clean score and its jobs' scores: the drop to the masked image, and
+    the areas under the deletion and insertion curves over the fraction of positions perturbed."""
+    interior = jobs.interior
+    per_image = (scores[1:] if jobs.shared else scores).view(len(clean), jobs.per_image)
+    removed, inserted = per_image[:, :interior], per_image[:, interior : 2 * interior]
+    masked = per_image[:, 2 * interior]
+    if all_baseline is None:
+        all_baseline = per_image[:, -1]
     deletion = torch.cat([clean[:, None], removed, all_baseline[:, None]], dim=1)
     insertion = torch.cat([all_baseline[:, None], inserted, clean[:, None]], dim=1)
-    fractions = torch.tensor(counts, device=inputs.device, dtype=torch.float32).div_(positions)
-    results = {
+    fractions = torch.tensor(counts, device=clean.device, dtype=torch.float32).div_(positions)
+    return {
         "avg_drop": torch.relu(clean - masked).div(clean + _DROP_EPS),
         "conf_increase": (clean < masked).float(),
         "deletion_auc": torch.trapezoid(deletion, fractions, dim=1),
         "insertion_auc": torch.trapezoid(insertion, fractions, dim=1),
     }
-    if invalid.any():
-        for value in results.values():
-            value[invalid] = float("nan")
-    return results
 
 
 def random_maps(
@@ -287,7 +300,7 @@ def random_maps(
         >>> random_maps(2, (3, 3), seed=1).shape, torch.equal(random_maps(2, (3, 3)), random_maps(2, (3, 3)))
         (torch.Size([2, 3, 3]), True)
     """
-    count = _positive_int("count", count)
+    count = positive_int("count", count)
     if (
         not isinstance(size, (tuple, list))
         or len(size) != 2
@@ -328,9 +341,7 @@ def random_faithfulness(
         >>> reference["insertion_auc"].shape
         torch.Size([2])
     """
-    if not isinstance(images, Tensor) or images.ndim != 4:
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"images must be a (N, C, H, W) batch, got {shape}.")
+    image_batch(images)
     size = tuple(images.shape[2:]) if map_size is None else map_size
     maps = random_maps(images.shape[0], size, seed=seed, device=images.device)
     return faithfulness(

@@ -38,9 +38,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_cnnsee.explain.hooks import StopForward, get_modules, record_outputs
+from lightning_cnnsee.explain.hooks import StopForward, get_modules, record_outputs, stop_hooks
 from lightning_cnnsee.explain.layers import OutputKey, select_output
 from lightning_cnnsee.explain.tokens import feature_map, token_layout
+
+__all__ = ["Layer", "Objective", "channel", "diversity", "forward_to", "neuron"]
 
 Layer = str | None
 """A layer name of ``model.named_modules()``, or ``None`` for the model's output."""
@@ -412,45 +414,33 @@ def forward_to(
     layers = [_check_layer(layer) for layer in dict.fromkeys(layers)]
     names = [layer for layer in layers if layer is not None]
     to_output = None in layers
-    pending: set[str] = set()
-
-    def make_stop(name: str):
-        def hook(module: nn.Module, args: object, output: object) -> None:
-            pending.discard(name)
-            if not pending:
-                raise StopForward(name)
-
-        return hook
-
-    handles = []
+    # the stop hooks come after record_outputs' hooks, so those have recorded when a pass stops
+    stopping = contextlib.nullcontext(lambda: None) if to_output else stop_hooks(model, names)
     modules = get_modules(model, names)
-    with record_outputs(model, names) as recorded:
-        try:
-            if not to_output:  # registered after record_outputs' hooks, so those have recorded when this one stops
-                for name, module in get_modules(model, names).items():
-                    handles.append(module.register_forward_hook(make_stop(name)))
+    with record_outputs(model, names) as recorded, stopping as arm:
 
-            def forward(inputs: Tensor) -> dict[Layer, Tensor]:
-                recorded.clear()
-                pending.clear()
-                pending.update(names)
-                outputs: dict[Layer, Tensor] = {}
-                try:
-                    output = model(inputs)
-                except StopForward:
-                    pass
-                else:
-                    if to_output:
-                        outputs[None] = select_output(output, output_key)
-                for name in names:
-                    value = recorded.get(name)
-                    if not isinstance(value, Tensor) or value.ndim < 2:
-                        shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-                        raise ValueError(f"Objective layer {name!r} must output (N, C, ...), but it gave {shape}.")
-                    outputs[name] = as_channels_first(model, modules[name], value, inputs.shape[-2:])
-                return outputs
+        def forward(inputs: Tensor) -> dict[Layer, Tensor]:
+            recorded.clear()
+            arm()
+            outputs: dict[Layer, Tensor] = {}
+            try:
+                output = model(inputs)
+            except StopForward:
+                pass
+            else:
+                if to_output:
+                    outputs[None] = select_output(output, output_key)
+            for name in names:
+                value = _batched_output(recorded.get(name), name)
+                outputs[name] = as_channels_first(model, modules[name], value, inputs.shape[-2:])
+            return outputs
 
-            yield forward
-        finally:
-            for handle in handles:
-                handle.remove()
+        yield forward
+
+
+def _batched_output(value: object, name: str) -> Tensor:
+    """A recorded layer output an objective can use: a tensor of at least (N, C)."""
+    if not isinstance(value, Tensor) or value.ndim < 2:
+        shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise ValueError(f"Objective layer {name!r} must output (N, C, ...), but it gave {shape}.")
+    return value

@@ -36,20 +36,30 @@ import torch
 from torch import Tensor
 
 from lightning_cnnsee.explain.layers import OutputKey, select_output
+from lightning_cnnsee.vocabulary.checks import known
 
-KINDS: tuple[str, ...] = ("classification", "multilabel", "segmentation", "binary")
+__all__ = [
+    "MODEL_KINDS",
+    "Score",
+    "Targets",
+    "check_kind",
+    "class_indices",
+    "class_scores",
+    "model_kind",
+    "multilabel_targets",
+    "resolve_targets",
+    "score_function",
+    "segmentation_masks",
+    "segmentation_scores",
+]
+
+MODEL_KINDS: tuple[str, ...] = ("classification", "multilabel", "segmentation", "binary")
 
 Targets = int | Tensor | Sequence[int] | None
 
 
-#: The scores of a model output: :func:`~lightning_cnnsee.explain.layers.select_output`, which also finds a dict's
-#: ``"out"``
-#: (torchvision's segmentation models return ``{"out": ..., "aux": ...}``).
-select_scores = select_output
-
-
 def check_kind(kind: str) -> str:
-    """Return ``kind`` if it is one of :data:`KINDS`; raise ``ValueError`` naming the valid choices otherwise.
+    """Return ``kind`` if it is one of :data:`MODEL_KINDS`; raise ``ValueError`` naming the valid choices otherwise.
 
     Args:
         kind: ``"classification"``, ``"multilabel"``, ``"segmentation"`` or ``"binary"``.
@@ -59,9 +69,7 @@ def check_kind(kind: str) -> str:
         >>> check_kind("multilabel")
         'multilabel'
     """
-    if kind not in KINDS:
-        raise ValueError(f"Unknown model kind {kind!r}; valid choices: {list(KINDS)}.")
-    return kind
+    return known("model kind", kind, MODEL_KINDS)  # type: ignore[return-value]
 
 
 def model_kind(output: object, labels: Tensor | None = None, *, output_key: OutputKey = None) -> str:
@@ -76,9 +84,9 @@ def model_kind(output: object, labels: Tensor | None = None, *, output_key: Outp
     function takes one.
 
     Args:
-        output: the model output, or the scores themselves (see :func:`select_scores`).
+        output: the model output, or the scores themselves (see :func:`~lightning_cnnsee.explain.layers.select_output`).
         labels: optional labels of the batch: (N,) class indices or (N, C) multi-hot.
-        output_key: where the scores are in ``output`` (see :func:`select_scores`).
+        output_key: where the scores are in ``output`` (see :func:`~lightning_cnnsee.explain.layers.select_output`).
 
     Example::
 
@@ -93,7 +101,7 @@ def model_kind(output: object, labels: Tensor | None = None, *, output_key: Outp
         >>> model_kind(torch.randn(4, 1), torch.tensor([1.0, 0.0, 1.0, 0.0]))
         'binary'
     """
-    scores = select_scores(output, output_key)
+    scores = select_output(output, output_key)
     shape = tuple(scores.shape)
     if scores.ndim == 4:
         return "segmentation"
@@ -166,7 +174,7 @@ def resolve_targets(targets: Targets, scores: Tensor, kind: str = "classificatio
             image's prediction: the top class (classification), the top-scoring label (multi-label), or the class
             predicted on the most pixels (segmentation).
         scores: the model's scores, (N, C) or (N, C, H, W); class indices must be below C.
-        kind: one of :data:`KINDS`.
+        kind: one of :data:`MODEL_KINDS`.
 
     Example::
 
@@ -352,7 +360,7 @@ def score_function(scores: Tensor, targets: Targets = None, kind: str | None = N
     Args:
         scores: the model's scores on the images, (N, C) or (N, C, H, W).
         targets: class or label indices, as in :func:`resolve_targets` (``None``: each image's prediction).
-        kind: one of :data:`KINDS`; ``None`` infers it with :func:`model_kind` (without labels: (N, C) is taken as
+        kind: one of :data:`MODEL_KINDS`; ``None`` infers it with :func:`model_kind` (without labels: (N, C) is taken as
             classification, which scores a multi-label model's label the same way).
 
     Example::

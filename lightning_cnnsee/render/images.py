@@ -6,8 +6,8 @@ Everything returns a float32 (3, H, W) tensor in [0, 1], ready for ``SummaryWrit
 Example::
 
     >>> import torch
-    >>> from lightning_cnnsee.render.images import render_gradcam
-    >>> grid = render_gradcam(torch.rand(4, 1, 28, 40), [torch.rand(4, 7, 10)], ["pred 3"] * 4)
+    >>> from lightning_cnnsee.render.images import render_maps
+    >>> grid = render_maps(torch.rand(4, 1, 28, 40), [torch.rand(4, 7, 10)], ["pred 3"] * 4)
     >>> grid.shape[0], float(grid.min()) >= 0, float(grid.max()) <= 1
     (3, True, True)
 """
@@ -27,15 +27,39 @@ from torchvision.utils import make_grid
 
 from lightning_cnnsee.explain.attributions import attribution_map
 from lightning_cnnsee.explain.targets import class_indices, class_probabilities
+from lightning_cnnsee.vocabulary.checks import known
 from lightning_cnnsee.vocabulary.choices import CAM_SCALES
 from lightning_cnnsee.vocabulary.tags import make_tag
+
+__all__ = [
+    "CORRECT_COLOUR",
+    "MISTAKE_COLOUR",
+    "SIGNED_ATTRIBUTIONS",
+    "caption",
+    "class_colours",
+    "class_name",
+    "denormalize",
+    "diverging",
+    "grid",
+    "overlay",
+    "render_activations",
+    "render_columns",
+    "render_maps",
+    "render_patterns",
+    "render_results",
+    "robust_max",
+    "scale_cams",
+    "to_rgb",
+    "turbo",
+    "upscale",
+]
 
 if TYPE_CHECKING:
     from lightning_cnnsee.run.options import Options
     from lightning_cnnsee.run.results import Results
 
-MISTAKE_COLOR = (1.0, 0.15, 0.15)
-CORRECT_COLOR = (0.2, 0.8, 0.3)
+MISTAKE_COLOUR = (1.0, 0.15, 0.15)
+CORRECT_COLOUR = (0.2, 0.8, 0.3)
 
 # Google's Turbo colormap (Mikhailov, 2019), perceptually smooth and readable on dark and light: 65 entries of its
 # 256-entry table, evenly spaced and interpolated linearly (within 0.002 of the full table, interpolated).
@@ -155,8 +179,7 @@ def scale_cams(cams: Sequence[Tensor], scale: str = "batch", *, signed: bool = F
     CAMs are >= 0 and go from 0 to 1; ``signed`` maps (attributions) are scaled by their largest magnitude and go
     from 0 (most negative) through 0.5 (zero) to 1 (most positive), for :func:`diverging`.
     """
-    if scale not in CAM_SCALES:
-        raise ValueError(f"Unknown CAM scale {scale!r}; valid choices: {list(CAM_SCALES)}.")
+    known("CAM scale", scale, CAM_SCALES)
     cams = [torch.nan_to_num(cam.detach().float().cpu(), nan=0.0, posinf=0.0, neginf=0.0) for cam in cams]
     magnitudes = [cam.abs() if signed else cam for cam in cams]
     if scale == "batch":
@@ -211,12 +234,12 @@ def upscale(images: Tensor, min_size: int) -> Tensor:
 def caption(
     tiles: Tensor,
     captions: Sequence[str],
-    colors: Sequence[tuple[float, float, float] | None] | None = None,
+    frame_colours: Sequence[tuple[float, float, float] | None] | None = None,
     *,
     border: int = 2,
     lines: int | None = None,
 ) -> Tensor:
-    """Add a caption strip under each tile (N, 3, H, W); ``colors`` optionally frames a tile (e.g. red: mistake).
+    """Add a caption strip under each tile (N, 3, H, W); ``frame_colours`` optionally frames a tile (e.g. red: mistake).
 
     The strip is high enough for ``lines`` lines (default: the longest caption), so grids of several rows match.
     """
@@ -227,7 +250,7 @@ def caption(
     result = torch.zeros(count, 3, height + strip, width)
     result[:, :, :height] = tiles
     for index, text in enumerate(captions):
-        colour = colors[index] if colors is not None else None
+        colour = frame_colours[index] if frame_colours is not None else None
         if colour is not None:
             frame = torch.tensor(colour, dtype=torch.float32)[:, None, None]
             result[index, :, :, :border] = frame
@@ -251,10 +274,10 @@ def grid(tiles: Tensor, columns: int, padding: int = 2) -> Tensor:
     return make_grid(tiles, nrow=max(1, columns), padding=padding, pad_value=0.25).clamp(0, 1)
 
 
-OUTLINE_COLOR = (1.0, 1.0, 1.0)
+OUTLINE_COLOUR = (1.0, 1.0, 1.0)
 
 
-def draw_outlines(tiles: Tensor, masks: Tensor, color: tuple[float, float, float] = OUTLINE_COLOR) -> Tensor:
+def draw_outlines(tiles: Tensor, masks: Tensor, colour: tuple[float, float, float] = OUTLINE_COLOUR) -> Tensor:
     """Draw the outline of each object mask (N, h, w) (any size: resized nearest to the tiles') on tiles
     (N, 3, H, W), a line about a hundredth of the tile wide (at least one pixel).
 
@@ -270,11 +293,11 @@ def draw_outlines(tiles: Tensor, masks: Tensor, color: tuple[float, float, float
     width = max(1, round(min(tiles.shape[-2:]) / 100))
     eroded = -F.max_pool2d(-inside, 2 * width + 1, stride=1, padding=width)
     line = (inside > 0.5) & (eroded < 0.5)
-    colour = torch.tensor(color, dtype=tiles.dtype)[None, :, None, None].expand_as(tiles)
+    colour = torch.tensor(colour, dtype=tiles.dtype)[None, :, None, None].expand_as(tiles)
     return torch.where(line.expand_as(tiles), colour, tiles)
 
 
-def render_gradcam(
+def render_maps(
     images: Tensor,
     cam_rows: Sequence[Tensor],
     row_captions: Sequence[Sequence[str]] | Sequence[str],
@@ -304,19 +327,19 @@ def render_gradcam(
     if row_captions and isinstance(row_captions[0], str):
         row_captions = [row_captions]  # type: ignore[list-item]
     rgb = upscale(to_rgb(images.float().cpu()), min_tile)
-    colors = None
+    frame_colours = None
     if mistakes is not None:
-        colors = [MISTAKE_COLOR if bool(wrong) else CORRECT_COLOR for wrong in mistakes]
+        frame_colours = [MISTAKE_COLOUR if bool(wrong) else CORRECT_COLOUR for wrong in mistakes]
     image_captions = list(image_captions or [""] * count)
     lines = max(text.count("\n") + 1 for text in image_captions + [t for row in row_captions for t in row])
 
     def outlined(tiles: Tensor) -> Tensor:
         return tiles if objects is None else draw_outlines(tiles, objects)
 
-    rows = [caption(outlined(rgb), image_captions, colors, lines=lines)]
+    rows = [caption(outlined(rgb), image_captions, frame_colours, lines=lines)]
     colormap = diverging if signed else turbo
     for heat, captions in zip(scale_cams(cam_rows, scale, signed=signed), row_captions, strict=True):
-        rows.append(caption(outlined(overlay(rgb, heat, alpha, colormap)), list(captions), colors, lines=lines))
+        rows.append(caption(outlined(overlay(rgb, heat, alpha, colormap)), list(captions), frame_colours, lines=lines))
     return grid(torch.cat(rows), columns=count)
 
 
@@ -474,7 +497,7 @@ def _render_classification(
             if name in true_maps:
                 rows.append(attribution_map(true_maps[name]))
                 captions.append(true_captions)
-            rendered[make_tag(kind, name, instance=instance)] = render_gradcam(
+            rendered[make_tag(kind, name, instance=instance)] = render_maps(
                 display,
                 rows,
                 captions,
@@ -493,42 +516,52 @@ def _render_pairs(
 ) -> dict[str, Tensor]:
     """Multi-label and segmentation models: a column per image, the image (for segmentation also the predicted and
     the true mask), then a map per label predicted or true, or per class of the predicted mask."""
-    names = options.class_names
     scores = results.logits.float().cpu()  # type: ignore[union-attr]
     images, classes = results.pairs  # type: ignore[misc]
     rgb = upscale(to_rgb(display.float().cpu()), 96)
-    segmentation = results.kind == "segmentation"
-    if segmentation:
-        predicted_masks = scores.argmax(dim=1)
-        probability = scores.softmax(dim=1)
-    else:
-        probability = scores.sigmoid()
     rendered = {}
     for layer, maps in results.pair_cams.items():
         heat = overlay(rgb[images], scale_cams([maps], options.cam_scale)[0], options.cam_alpha)
-        columns: list[list[tuple[Tensor, str, tuple[float, float, float] | None]]] = []
+        columns = []
         for index in range(display.shape[0]):
-            column = [(rgb[index], f"#{index}", None)]
-            if segmentation:
-                size = rgb.shape[-2:]
-                mask = F.interpolate(predicted_masks[index][None, None].float(), size=size, mode="nearest")[0, 0]
-                column.append((class_colours(mask[None], scores.shape[1])[0], "predicted mask", None))
-                if labels is not None and labels.ndim == 3:
-                    truth = F.interpolate(labels[index][None, None].float().cpu(), size=size, mode="nearest")[0, 0]
-                    column.append((class_colours(truth[None], scores.shape[1])[0], "true mask", None))
+            column = [(rgb[index], f"#{index}", None), *_mask_tiles(results.kind, scores, labels, index, rgb)]
             for pair in (images == index).nonzero().flatten().tolist():
-                label = int(classes[pair])
-                if segmentation:
-                    area = float((predicted_masks[index] == label).float().mean())
-                    text, colour = f"{class_name(label, names)}\narea {area:.0%}", None
-                else:
-                    chance = float(probability[index, label])
-                    is_true = labels is not None and labels.ndim == 2 and bool(labels[index, label])
-                    guessed = chance > 0.5
-                    marks = "+".join(m for m, on in (("pred", guessed), ("true", is_true)) if on)
-                    text = f"{class_name(label, names)}\np={chance:.2f} {marks}"
-                    colour = None if labels is None else (CORRECT_COLOR if guessed == is_true else MISTAKE_COLOR)
+                text, colour = _pair_caption(results.kind, scores, labels, index, int(classes[pair]), options)
                 column.append((heat[pair], text, colour))
             columns.append(column)
         rendered[make_tag("gradcam", layer, instance=instance)] = render_columns(columns)
     return rendered
+
+
+Tile = tuple[Tensor, str, "tuple[float, float, float] | None"]
+
+
+def _mask_tiles(kind: str, scores: Tensor, labels: Tensor | None, index: int, rgb: Tensor) -> list[Tile]:
+    """A segmentation image's predicted mask, and its true mask when the labels are masks; nothing for other kinds."""
+    if kind != "segmentation":
+        return []
+    size = rgb.shape[-2:]
+    predicted = F.interpolate(scores.argmax(dim=1)[index][None, None].float(), size=size, mode="nearest")[0, 0]
+    tiles: list[Tile] = [(class_colours(predicted[None], scores.shape[1])[0], "predicted mask", None)]
+    if labels is not None and labels.ndim == 3:
+        truth = F.interpolate(labels[index][None, None].float().cpu(), size=size, mode="nearest")[0, 0]
+        tiles.append((class_colours(truth[None], scores.shape[1])[0], "true mask", None))
+    return tiles
+
+
+def _pair_caption(
+    kind: str, scores: Tensor, labels: Tensor | None, index: int, label: int, options: Options
+) -> tuple[str, tuple[float, float, float] | None]:
+    """The caption of one (image, class) map and its frame: for segmentation the class's share of the predicted
+    mask; for multi-label the label's probability, whether it is predicted and true, and a green frame where the
+    two agree, red where not (no frame without labels)."""
+    names = options.class_names
+    if kind == "segmentation":
+        area = float((scores[index].argmax(dim=0) == label).float().mean())
+        return f"{class_name(label, names)}\narea {area:.0%}", None
+    chance = float(scores[index, label].sigmoid())
+    is_true = labels is not None and labels.ndim == 2 and bool(labels[index, label])
+    guessed = chance > 0.5
+    marks = "+".join(m for m, on in (("pred", guessed), ("true", is_true)) if on)
+    colour = None if labels is None else (CORRECT_COLOUR if guessed == is_true else MISTAKE_COLOUR)
+    return f"{class_name(label, names)}\np={chance:.2f} {marks}", colour

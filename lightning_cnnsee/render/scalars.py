@@ -21,6 +21,8 @@ from lightning_cnnsee.run.localization import localization_numbers
 from lightning_cnnsee.run.results import Results, explained_maps
 from lightning_cnnsee.vocabulary.tags import make_tag
 
+__all__ = ["failed_sanity_checks", "run_scalars"]
+
 
 def run_scalars(
     results: Results, drift: DriftTracker | None, *, instance: str | None = None, localization: bool = True

@@ -32,7 +32,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lightning_cnnsee.review.runs import Run
-from lightning_cnnsee.vocabulary.tags import KINDS, is_cnnsee_tag, parse_tag, tag_order
+from lightning_cnnsee.vocabulary.tags import TAG_KINDS, is_cnnsee_tag, parse_tag, tag_order
+
+__all__ = [
+    "BOTTOM",
+    "Chart",
+    "DASHES",
+    "LEFT",
+    "LEGEND_ROW",
+    "MAX_MARKERS",
+    "PALETTE",
+    "PLOT_HEIGHT",
+    "REFERENCE_SUFFIXES",
+    "RIGHT",
+    "Series",
+    "TOP",
+    "WIDTH",
+    "Y_LABELS",
+    "chart_key",
+    "chart_svg",
+    "charts_of",
+    "nice_ticks",
+]
 
 REFERENCE_SUFFIXES = ("_random", "_baseline", "_reference")
 PALETTE = ("#2f6fde", "#e8590c", "#2b8a3e", "#ae3ec9", "#c92a2a", "#0c8599", "#b08800", "#5f3dc4")
@@ -123,7 +144,7 @@ def chart_key(tag: str) -> tuple[tuple[str, str, str, str], str, bool]:
 
 def charts_of(runs: list[Run]) -> list[Chart]:
     """The charts of the CNNSee scalars of ``runs``: by instance, then kind (in
-    :data:`lightning_cnnsee.vocabulary.tags.KINDS`
+    :data:`lightning_cnnsee.vocabulary.tags.TAG_KINDS`
     order), then first seen; in each, the runs' series in run order, references after the series they go with."""
     charts: dict[tuple[str, str, str, str], Chart] = {}
     for index, run in enumerate(runs):
@@ -135,10 +156,10 @@ def charts_of(runs: list[Run]) -> list[Chart]:
             chart = charts.setdefault(key, Chart(*key))
             chart.series.append(Series(index, name, tag, points, reference))
     instances = list(dict.fromkeys(key[0] for key in charts))
-    kind_rank = {kind: rank for rank, kind in enumerate(KINDS)}
+    kind_rank = {kind: rank for rank, kind in enumerate(TAG_KINDS)}
     ordered = sorted(
         enumerate(charts.values()),
-        key=lambda item: (instances.index(item[1].instance), kind_rank.get(item[1].kind, len(KINDS)), item[0]),
+        key=lambda item: (instances.index(item[1].instance), kind_rank.get(item[1].kind, len(TAG_KINDS)), item[0]),
     )
     result = [chart for _, chart in ordered]
     for chart in result:
@@ -191,76 +212,106 @@ def _value_range(values: list[float]) -> tuple[float, float]:
 def chart_svg(chart: Chart, run_names: list[str], number: int) -> str:
     """``chart`` as one ``<svg class="chart">``: axes with ticks and labels, a ``<polyline>`` per series (class
     ``series``, ``data-run``, ``data-series``), a legend below."""
-    esc = html.escape
-    steps = [step for series in chart.series for step, _ in series.points]
-    values = [value for series in chart.series for _, value in series.points]
-    x_low, x_high = min(steps), max(steps)
-    if x_low == x_high:
-        x_low, x_high = x_low - 1, x_high + 1
-    y_low, y_high = _value_range(values)
-    plot_width = WIDTH - LEFT - RIGHT
+    scale = _Scale.of(chart)
     several_runs = len({series.run for series in chart.series}) > 1
     names = list(dict.fromkeys(series.name for series in chart.series))
     height = TOP + PLOT_HEIGHT + BOTTOM + LEGEND_ROW * len(chart.series) + 4
-
-    def x_of(step: float) -> float:
-        return LEFT + (step - x_low) / (x_high - x_low) * plot_width
-
-    def y_of(value: float) -> float:
-        return TOP + (1 - (value - y_low) / (y_high - y_low)) * PLOT_HEIGHT
-
     title_id = f"chart-{number}-title"
     parts = [
         f'<svg class="chart" data-chart="{number}" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" '
         f'role="img" aria-labelledby="{title_id}" xmlns="http://www.w3.org/2000/svg">',
-        f'<title id="{title_id}">{esc(chart.title)}</title>',
-        '<g class="axes">',
+        f'<title id="{title_id}">{html.escape(chart.title)}</title>',
+        _axes_svg(scale, chart.y_label),
     ]
-    for tick in nice_ticks(y_low, y_high):
-        y = y_of(tick)
+    legend = []
+    for row, series in enumerate(chart.series):
+        position = names.index(series.name)
+        colour = PALETTE[(series.run if several_runs else position) % len(PALETTE)]
+        dash = DASHES[position % len(DASHES)] if several_runs else ("6 4" if series.reference else "")
+        label = f"{run_names[series.run]} · {series.name}" if several_runs else series.name
+        parts.append(_series_svg(series, scale, colour, dash, label))
+        legend.append(_legend_row_svg(series.run, row, colour, dash, label))
+    parts.append(f'<g class="legend">{"".join(legend)}</g></svg>')
+    return "".join(parts)
+
+
+@dataclass(frozen=True)
+class _Scale:
+    """Where a step and a value go on a chart's plot area."""
+
+    x_low: float
+    x_high: float
+    y_low: float
+    y_high: float
+
+    @classmethod
+    def of(cls, chart: Chart) -> _Scale:
+        steps = [step for series in chart.series for step, _ in series.points]
+        x_low, x_high = min(steps), max(steps)
+        if x_low == x_high:
+            x_low, x_high = x_low - 1, x_high + 1
+        y_low, y_high = _value_range([value for series in chart.series for _, value in series.points])
+        return cls(x_low, x_high, y_low, y_high)
+
+    def x(self, step: float) -> float:
+        return LEFT + (step - self.x_low) / (self.x_high - self.x_low) * (WIDTH - LEFT - RIGHT)
+
+    def y(self, value: float) -> float:
+        return TOP + (1 - (value - self.y_low) / (self.y_high - self.y_low)) * PLOT_HEIGHT
+
+
+def _axes_svg(scale: _Scale, y_label: str) -> str:
+    """The grid, the ticks and their labels, the two axes and their names."""
+    parts = ['<g class="axes">']
+    for tick in nice_ticks(scale.y_low, scale.y_high):
+        y = scale.y(tick)
         parts.append(
             f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>'
             f'<text class="tick y" x="{LEFT - 5}" y="{y + 3.5:.1f}" text-anchor="end">{_label(tick)}</text>'
         )
-    for tick in nice_ticks(x_low, x_high, whole=True):
-        x = x_of(tick)
+    for tick in nice_ticks(scale.x_low, scale.x_high, whole=True):
+        x = scale.x(tick)
         parts.append(
             f'<line class="tick-mark" x1="{x:.1f}" x2="{x:.1f}" y1="{TOP + PLOT_HEIGHT}" '
             f'y2="{TOP + PLOT_HEIGHT + 4}"/><text class="tick x" x="{x:.1f}" y="{TOP + PLOT_HEIGHT + 15}" '
             f'text-anchor="middle">{tick}</text>'
         )
+    plot_width = WIDTH - LEFT - RIGHT
     parts.append(
         f'<line class="axis" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{TOP + PLOT_HEIGHT}" y2="{TOP + PLOT_HEIGHT}"/>'
         f'<line class="axis" x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{TOP + PLOT_HEIGHT}"/>'
         f'<text class="axis-label x" x="{LEFT + plot_width / 2:.1f}" y="{TOP + PLOT_HEIGHT + 31}" '
         f'text-anchor="middle">step</text>'
         f'<text class="axis-label y" transform="translate(13 {TOP + PLOT_HEIGHT / 2:.1f}) rotate(-90)" '
-        f'text-anchor="middle">{esc(chart.y_label)}</text></g>'
+        f'text-anchor="middle">{html.escape(y_label)}</text></g>'
     )
-    legend = []
-    for row, series in enumerate(chart.series):
-        position = names.index(series.name)
-        color = PALETTE[(series.run if several_runs else position) % len(PALETTE)]
-        dash = DASHES[position % len(DASHES)] if several_runs else ("6 4" if series.reference else "")
-        dash_attribute = f' stroke-dasharray="{dash}"' if dash else ""
-        label = f"{run_names[series.run]} · {series.name}" if several_runs else series.name
-        points = " ".join(f"{x_of(step):.1f},{y_of(value):.1f}" for step, value in series.points)
-        parts.append(
-            f'<g class="series" data-run="{series.run}" data-series="{esc(series.name)}">'
-            f'<polyline points="{points}" fill="none" stroke="{color}" stroke-width="1.8"{dash_attribute}>'
-            f"<title>{esc(label)}</title></polyline>"
-        )
-        if len(series.points) <= MAX_MARKERS:
-            parts.extend(
-                f'<circle cx="{x_of(step):.1f}" cy="{y_of(value):.1f}" r="2.4" fill="{color}">'
-                f"<title>{esc(label)}: step {step}, {value:.6g}</title></circle>"
-                for step, value in series.points
-            )
-        parts.append("</g>")
-        y = TOP + PLOT_HEIGHT + BOTTOM + row * LEGEND_ROW + 8
-        legend.append(
-            f'<g data-run="{series.run}"><line x1="{LEFT}" x2="{LEFT + 22}" y1="{y}" y2="{y}" stroke="{color}" '
-            f'stroke-width="2"{dash_attribute}/><text x="{LEFT + 28}" y="{y + 4}">{esc(label)}</text></g>'
-        )
-    parts.append(f'<g class="legend">{"".join(legend)}</g></svg>')
     return "".join(parts)
+
+
+def _series_svg(series: Series, scale: _Scale, colour: str, dash: str, label: str) -> str:
+    """One series: its line, and a marker per point with the step and value when there are few points."""
+    esc = html.escape
+    dash_attribute = f' stroke-dasharray="{dash}"' if dash else ""
+    points = " ".join(f"{scale.x(step):.1f},{scale.y(value):.1f}" for step, value in series.points)
+    parts = [
+        f'<g class="series" data-run="{series.run}" data-series="{esc(series.name)}">'
+        f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="1.8"{dash_attribute}>'
+        f"<title>{esc(label)}</title></polyline>"
+    ]
+    if len(series.points) <= MAX_MARKERS:
+        parts.extend(
+            f'<circle cx="{scale.x(step):.1f}" cy="{scale.y(value):.1f}" r="2.4" fill="{colour}">'
+            f"<title>{esc(label)}: step {step}, {value:.6g}</title></circle>"
+            for step, value in series.points
+        )
+    parts.append("</g>")
+    return "".join(parts)
+
+
+def _legend_row_svg(run: int, row: int, colour: str, dash: str, label: str) -> str:
+    y = TOP + PLOT_HEIGHT + BOTTOM + row * LEGEND_ROW + 8
+    dash_attribute = f' stroke-dasharray="{dash}"' if dash else ""
+    return (
+        f'<g data-run="{run}"><line x1="{LEFT}" x2="{LEFT + 22}" y1="{y}" y2="{y}" stroke="{colour}" '
+        f'stroke-width="2"{dash_attribute}/><text x="{LEFT + 28}" y="{y + 4}">{html.escape(label)}</text></g>'
+    )

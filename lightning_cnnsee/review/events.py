@@ -27,6 +27,8 @@ from lightning_cnnsee.review.records import HEADER, DamagedFile, iter_records
 from lightning_cnnsee.review.runs import FileRegion, Frame, RunLog, sniff_mime
 from lightning_cnnsee.vocabulary.tags import is_cnnsee_tag
 
+__all__ = ["EVENT_FILE_MARK", "EventReader", "is_event_file"]
+
 EVENT_FILE_MARK = "tfevents"
 
 

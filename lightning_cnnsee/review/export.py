@@ -33,6 +33,8 @@ from lightning_cnnsee.review.logs import load_runs, progress_bar
 from lightning_cnnsee.review.runs import Frame, evenly_spaced
 from lightning_cnnsee.vocabulary.tags import path_parts
 
+__all__ = ["BANNER_HEIGHT", "ExportSummary", "export_images", "write_gif"]
+
 BANNER_HEIGHT = 16
 
 

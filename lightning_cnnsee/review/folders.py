@@ -27,6 +27,24 @@ from typing import Any
 
 from lightning_cnnsee.review.runs import FileRegion, Frame, RunLog
 
+__all__ = [
+    "LIGHTNING_METRICS_CSV",
+    "PNG_SIGNATURE",
+    "SCALARS_CSV",
+    "STEP_FILE",
+    "flatten",
+    "is_mlflow_run",
+    "mlflow_run_folder",
+    "png_frame",
+    "read_cli_config",
+    "read_hparams_yaml",
+    "read_lightning_metrics_csv",
+    "read_mlflow_run",
+    "read_png_images",
+    "read_scalars_csv",
+    "read_yaml",
+]
+
 STEP_FILE = re.compile(r"step_(\d+)\.png")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SCALARS_CSV = "scalars.csv"

@@ -31,6 +31,8 @@ from typing import BinaryIO
 
 import google_crc32c
 
+__all__ = ["ChecksumError", "FOOTER", "HEADER", "MASK_DELTA", "iter_records", "masked_crc32c", "write_record"]
+
 HEADER = struct.Struct("<QI")  # length, masked CRC-32C of the length
 FOOTER = struct.Struct("<I")  # masked CRC-32C of the data
 MASK_DELTA = 0xA282EAD8

@@ -46,6 +46,8 @@ from lightning_cnnsee.review.runs import Frame, Run, evenly_spaced, format_value
 from lightning_cnnsee.vocabulary.names import REPLACE, readable
 from lightning_cnnsee.vocabulary.tags import PREFIX, parse_tag, tag_order
 
+__all__ = ["ReportPage", "ReportSummary", "asset", "data_uri_parts", "render_report", "script_json", "write_report"]
+
 
 @dataclass
 class ReportSummary:
@@ -187,14 +189,32 @@ class ReportPage:
         return tag_data, pictures, inline
 
     def parts(self) -> Iterator[str]:
-        """The page, in order, as strings to write one after another."""
-        esc = html.escape
-        runs = self.runs
+        """The page, in order, as strings to write one after another: the header, a section per tag, a section per
+        group of charts, then the data the page's script reads (with the pictures not shown at first)."""
         tag_data, pictures, inline = self._index_pictures()
         all_steps = sorted({step for entry in tag_data for step in entry["steps"]})
+        chart_groups = self._chart_groups()
+        yield self._header(all_steps, chart_groups)
+        cells = sum(1 for entry in tag_data for frames in entry["frames"] if frames)
+        bar = progress_bar(
+            None, self.progress, total=cells + len(pictures) - len(inline), desc="embedding images", unit="image"
+        )
+        for number, entry in enumerate(tag_data):
+            yield from self._tag_section(number, entry, pictures)
+            bar.update(sum(1 for frames in entry["frames"] if frames))
+        for number, (heading, charts) in enumerate(chart_groups):
+            yield self._chart_section(number, heading, charts) + "\n"
+        yield from self._data_script(tag_data, all_steps, pictures, inline, bar)
+        bar.close()
+        yield f"<script>{asset('report.js')}</script>\n</body></html>"
+
+    def _header(self, all_steps: list[int], chart_groups: list[tuple[str, list[Chart]]]) -> str:
+        """The page up to the first tag: its head, the title line, the toolbar (step slider, size, runs), the table
+        of contents and the table of runs."""
+        esc = html.escape
+        runs = self.runs
         generated = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
         frame_count = sum(run.frame_count for run in runs)
-        chart_groups = self._chart_groups()
         toc = "".join(f'<li><a href="#tag-{i}">{esc(tag)}</a></li>' for i, tag in enumerate(self.tags))
         toc += "".join(
             f'<li><a href="#charts-{i}">{esc(heading)} (charts)</a></li>' for i, (heading, _) in enumerate(chart_groups)
@@ -215,7 +235,7 @@ class ReportPage:
             if all_steps
             else ""
         )
-        yield "\n".join(
+        return "\n".join(
             part
             for part in [
                 "<!DOCTYPE html>",
@@ -242,19 +262,15 @@ class ReportPage:
             ]
             if part
         )
-        cells = sum(1 for entry in tag_data for frames in entry["frames"] if frames)
-        bar = progress_bar(
-            None, self.progress, total=cells + len(pictures) - len(inline), desc="embedding images", unit="image"
-        )
-        for number, entry in enumerate(tag_data):
-            yield from self._tag_section(number, entry, pictures)
-            bar.update(sum(1 for frames in entry["frames"] if frames))
-        for number, (heading, charts) in enumerate(chart_groups):
-            yield self._chart_section(number, heading, charts) + "\n"
-        # The images the page opens with are in their <img src>; the script takes them from there, so the data holds
-        # null for them instead of a second copy.
+
+    def _data_script(
+        self, tag_data: list[dict[str, Any]], all_steps: list[int], pictures: list[Frame], inline: set[int], bar: Any
+    ) -> Iterator[str]:
+        """The JSON the page's script reads: runs, tags, steps, charts and every picture as a ``data:`` URI. The
+        images the page opens with are in their ``<img src>``; the script takes them from there, so the data holds
+        null for them instead of a second copy."""
         data = {
-            "runs": [run.name for run in runs],
+            "runs": [run.name for run in self.runs],
             "tags": tag_data,
             "steps": all_steps,
             "charts": [chart.data() for chart in self.charts],
@@ -270,8 +286,7 @@ class ReportPage:
                 yield from data_uri_parts(frame)
                 yield '"'
                 bar.update(1)
-        bar.close()
-        yield f"]}}</script>\n<script>{asset('report.js')}</script>\n</body></html>"
+        yield "]}</script>\n"
 
     def _chart_groups(self) -> list[tuple[str, list[Chart]]]:
         """The charts not shown beside images, grouped by instance and kind, in order: one section each

@@ -23,6 +23,19 @@ from typing import Any, NamedTuple
 from lightning_cnnsee.vocabulary.names import readable
 from lightning_cnnsee.vocabulary.tags import tag_order
 
+__all__ = [
+    "FileRegion",
+    "Frame",
+    "NothingToReview",
+    "Run",
+    "RunLog",
+    "evenly_spaced",
+    "format_value",
+    "natural_key",
+    "relative_name",
+    "sniff_mime",
+]
+
 
 class NothingToReview(ValueError):
     """The log folder is missing, holds no CNNSee logs, or no CNNSee images or scalars; the message says which."""

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+__all__ = ["BatchKey", "IMAGE_KEYS", "LABEL_KEYS", "copy_to_cpu", "split_batch"]
+
 BatchKey = int | str | None
 
 IMAGE_KEYS = ("image", "images", "x", "input", "inputs", "pixel_values")

@@ -28,11 +28,25 @@ from lightning_cnnsee.vocabulary.choices import (
     ALL_TECHNIQUES,
     AUTO_CAM_METHOD,
     CAM_SCALES,
-    MODEL_KINDS,
+    MODEL_KIND_CHOICES,
     PARAMETERIZATIONS,
     TECHNIQUES,
 )
-from lightning_cnnsee.vocabulary.tags import KINDS, safe_path_part
+from lightning_cnnsee.vocabulary.tags import TAG_KINDS, safe_path_part
+
+__all__ = [
+    "DEFAULT_NAME_LENGTH",
+    "Options",
+    "choice",
+    "choices_list",
+    "default_name",
+    "index_list",
+    "instance_name",
+    "name_list",
+    "number_list",
+    "positive_number",
+    "whole_number",
+]
 
 
 def _fail(name: str, value: Any, expected: str) -> ValueError:
@@ -116,8 +130,8 @@ def instance_name(value: Any) -> None:
         return
     if not isinstance(value, str) or not value or not all(c.isalnum() or c in "._-" for c in value):
         raise _fail("name", value, "must be a non-empty string of letters, digits, '.', '_' or '-', or None")
-    if value in KINDS:
-        raise _fail("name", value, f"must not be one of the tag kinds {list(KINDS)}")
+    if value in TAG_KINDS:
+        raise _fail("name", value, f"must not be one of the tag kinds {list(TAG_KINDS)}")
 
 
 @dataclass(frozen=True)
@@ -179,7 +193,7 @@ class Options:
         )
         for option in ("num_diverse", "faithfulness_steps", "max_classes_per_image"):
             whole_number(option, getattr(self, option), 1)
-        choice("model_kind", self.model_kind, MODEL_KINDS)
+        choice("model_kind", self.model_kind, MODEL_KIND_CHOICES)
         try:
             if self.cam_method != AUTO_CAM_METHOD:
                 check_cam_method(self.cam_method)
@@ -225,29 +239,67 @@ class Options:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)}
 
 
+#: The longest default name, cut at a part boundary: short enough to read in a tag list.
+DEFAULT_NAME_LENGTH = 40
+
+
 def default_name(options: Options, every: list[Options]) -> str | None:
     """The tag name of a CNNSee with ``options`` among the options of ``every`` CNNSee of a Trainer (itself included):
-    none for the only unnamed one; with several unnamed, the options that set it apart from the others
-    (``cam_method-layercam``), or its position among them when another has the same options.
+    none for the only unnamed one; with several unnamed, what this one was set to where the others differ, value
+    first (``layercam``, ``gradcam_only``, ``num_samples_16``, joined by ``-``, at most ``DEFAULT_NAME_LENGTH``
+    characters); ``default`` for the one that keeps the defaults where the others differ; its position
+    (``cnnsee1``) when another has the same options or the same name.
 
     Example::
 
         >>> default_name(Options(), [Options()]) is None
         True
-        >>> default_name(Options(cam_method="layercam"), [Options(), Options(cam_method="layercam")])
-        'cam_method-layercam'
+        >>> everyone = [Options(), Options(techniques=["gradcam"], cam_method="layercam")]
+        >>> [default_name(options, everyone) for options in everyone]
+        ['default', 'gradcam_only-layercam']
     """
     unnamed = [other for other in every if other.name is None]
     if len(unnamed) < 2:
         return None
+    position = next(i for i, other in enumerate(unnamed) if other is options)
+    name = _describe(options, unnamed)
+    if name is None or [_describe(other, unnamed) for other in unnamed].count(name) > 1:
+        return f"cnnsee{position}"
+    return name
+
+
+def _describe(options: Options, unnamed: list[Options]) -> str | None:
+    """The options set apart from the other unnamed CNNSee, as a name; ``None`` when another has the same options."""
     differing: dict[str, Any] = {}
     for other in unnamed:
         if other is not options:
-            differing.update(options.differing(other))
-    if not differing:
-        return f"cnnsee{next(i for i, other in enumerate(unnamed) if other is options)}"
-    parts = [
-        f"{option}-{'-'.join(map(str, value)) if isinstance(value, (list, tuple)) else value}"
-        for option, value in differing.items()
-    ]
-    return safe_path_part("_".join(parts))[:60]
+            found = options.differing(other)
+            if not found:
+                return None
+            differing.update(found)
+    defaults = Options()
+    parts = [_name_part(option, value) for option, value in differing.items() if value != getattr(defaults, option)]
+    name = ""
+    for part in parts or ["default"]:
+        longer = f"{name}-{part}" if name else part
+        if name and len(longer) > DEFAULT_NAME_LENGTH:
+            break
+        name = longer
+    return safe_path_part(name[:DEFAULT_NAME_LENGTH])
+
+
+def _name_part(option: str, value: Any) -> str:
+    """One option's value as a part of a name: choices by themselves (``layercam``, ``gradcam_activations``,
+    one technique as ``gradcam_only``), the rest after their option (``num_samples_16``, ``no_every_n_epochs``,
+    ``mean_3`` for 3 numbers)."""
+    if option == "techniques" and len(value) == 1:
+        return f"{value[0]}_only"
+    if isinstance(value, (list, tuple)):
+        return "_".join(map(str, value)) if all(isinstance(v, str) for v in value) else f"{option}_{len(value)}"
+    if isinstance(value, bool):
+        return option if value else f"no_{option}"
+    if value is None:
+        return f"no_{option}"
+    if isinstance(value, str) and option.endswith(("_method", "_kind", "_scale", "parameterization")):
+        return value
+    return f"{option}_{value}"

@@ -19,6 +19,8 @@ from torch import Tensor
 from lightning_cnnsee.explain.ascent import AscentResult
 from lightning_cnnsee.explain.attributions import attribution_map
 
+__all__ = ["PatternJob", "Results", "explained_maps"]
+
 
 class PatternJob(NamedTuple):
     """One filter or class pattern to optimize: ``layer`` (``None``: the model's logits), ``channel`` (or class)

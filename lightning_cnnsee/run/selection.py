@@ -29,6 +29,8 @@ from lightning_cnnsee.explain.layers import LayerPicks, device_and_dtype, pick_l
 from lightning_cnnsee.run.options import Options
 from lightning_cnnsee.vocabulary.choices import AUTO_CAM_METHOD
 
+__all__ = ["LayerChoice", "adopt_picks", "check_layer_names", "choose_layers", "example_input", "probe"]
+
 
 @dataclass
 class LayerChoice:

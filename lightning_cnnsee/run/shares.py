@@ -14,6 +14,8 @@ from typing import TypeVar
 
 from torch import Tensor
 
+__all__ = ["split_jobs", "unsplit"]
+
 T = TypeVar("T")
 
 

@@ -47,6 +47,21 @@ from lightning_cnnsee.run.shares import split_jobs, unsplit
 #: The kinds of model whose maps are one per image (the predicted and the true class), shared among ranks by image.
 PER_IMAGE_KINDS = ("classification", "binary")
 
+__all__ = [
+    "PER_IMAGE_DICTS",
+    "PER_IMAGE_KINDS",
+    "ascend",
+    "attribution_settings",
+    "estimate_pattern_seconds",
+    "gather_measures",
+    "gather_patterns",
+    "isolated",
+    "model_images",
+    "pattern_jobs",
+    "segmentation_targets",
+    "visualize",
+]
+
 
 def pattern_jobs(choice: LayerChoice, options: Options) -> list[PatternJob]:
     """Every filter and class pattern of a run, in a fixed order (filters by layer, then classes)."""
@@ -126,12 +141,7 @@ def visualize(
                 scores = select_output(module(inputs), options.output_key).detach().float()
             kind = options.model_kind if options.model_kind != "auto" else model_kind(scores, labels)
             labels = class_indices(labels, kind)
-            if kind in PER_IMAGE_KINDS:
-                # a classifier's maps and their faithfulness are per image: each rank takes every world_size-th
-                # image (the masked forwards of Score-CAM, Ablation-CAM, occlusion and the metrics cost the most)
-                share = list(range(rank, inputs.shape[0], world_size))
-            else:  # multi-label and segmentation maps come in (image, class) pairs: rank 0 makes them all
-                share = list(range(inputs.shape[0])) if rank == 0 else []
+            share = _share_of_images(kind, inputs.shape[0], rank, world_size)
             results.kind, results.measured_images = kind, share
             if share:
                 index = torch.tensor(share, device=inputs.device)
@@ -158,6 +168,15 @@ def visualize(
     if world_size == 1:
         results = gather_measures(gather_patterns(results))
     return results
+
+
+def _share_of_images(kind: str, count: int, rank: int, world_size: int) -> list[int]:
+    """The images whose maps this rank makes. A classifier's maps and their faithfulness are per image: each rank
+    takes every ``world_size``-th image (the masked forwards of Score-CAM, Ablation-CAM, occlusion and the metrics
+    cost the most). Multi-label and segmentation maps come in (image, class) pairs: rank 0 makes them all."""
+    if kind in PER_IMAGE_KINDS:
+        return split_jobs(list(range(count)), rank, world_size)
+    return list(range(count)) if rank == 0 else []
 
 
 def _explain(

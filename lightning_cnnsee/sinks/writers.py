@@ -49,6 +49,27 @@ from torch import Tensor
 from lightning_cnnsee.sinks.guard import WriteGuard
 from lightning_cnnsee.vocabulary.tags import PREFIX, path_parts
 
+__all__ = [
+    "Destination",
+    "ImageWriter",
+    "LOGGER_NAMESPACES",
+    "LogSinks",
+    "MlflowImageWriter",
+    "PNG_COMPRESS_LEVEL",
+    "PNG_STRATEGY",
+    "Png",
+    "PngWriter",
+    "TensorBoardImageWriter",
+    "WandbImageWriter",
+    "Writer",
+    "encode_png",
+    "is_lightning_logger",
+    "masked_crc32c",
+    "step_file_name",
+    "to_uint8_hwc",
+    "use_fast_checksums",
+]
+
 
 class ImageWriter(Protocol):
     """What CNNSee logs through: the part of ``torch.utils.tensorboard.SummaryWriter`` it uses. Every writer here and

@@ -10,6 +10,8 @@ Example::
 
 from __future__ import annotations
 
+__all__ = ["ALL_TECHNIQUES", "CAM_SCALES", "MODEL_KIND_CHOICES", "PARAMETERIZATIONS", "TECHNIQUES"]
+
 #: How CAM maps are scaled to [0, 1] for display: over the whole batch, or each image on its own.
 CAM_SCALES = ("batch", "image")
 #: How filter ascent parameterizes the image it optimizes.
@@ -30,4 +32,4 @@ TECHNIQUES = ("gradcam", "filters", "classes", "activations", "faithfulness", "d
 #: CNNs and windowed-attention transformers (Swin), attention rollout for ViTs.
 AUTO_CAM_METHOD = "auto"
 #: What kind of model CNNSee explains (``"auto"``: found from the output and the labels).
-MODEL_KINDS = ("auto", "classification", "multilabel", "segmentation", "binary")
+MODEL_KIND_CHOICES = ("auto", "classification", "multilabel", "segmentation", "binary")

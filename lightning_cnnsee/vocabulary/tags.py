@@ -24,12 +24,26 @@ import zlib
 from collections.abc import Iterable
 from typing import NamedTuple
 
+__all__ = [
+    "IMAGE_KINDS",
+    "TAG_KINDS",
+    "PREFIX",
+    "SCALAR_KINDS",
+    "Tag",
+    "is_cnnsee_tag",
+    "make_tag",
+    "parse_tag",
+    "path_parts",
+    "safe_path_part",
+    "tag_order",
+]
+
 PREFIX = "cnnsee"
 
 #: Every kind, in the order a reader meets them (the report's sections, the export's folders).
 IMAGE_KINDS = ("gradcam", "attributions", "filters", "classes", "activations")
 SCALAR_KINDS = ("faithfulness", "localization", "drift", "overhead", "wall_time_s")
-KINDS = IMAGE_KINDS + SCALAR_KINDS
+TAG_KINDS = IMAGE_KINDS + SCALAR_KINDS
 
 
 class Tag(NamedTuple):
@@ -42,9 +56,9 @@ class Tag(NamedTuple):
 
 
 def make_tag(kind: str, name: str | None = None, *, instance: str | None = None) -> str:
-    """``cnnsee[/<instance>]/<kind>[/<name>]``; raises ``ValueError`` for a kind not in :data:`KINDS`."""
-    if kind not in KINDS:
-        raise ValueError(f"Unknown tag kind {kind!r}; valid kinds: {list(KINDS)}.")
+    """``cnnsee[/<instance>]/<kind>[/<name>]``; raises ``ValueError`` for a kind not in :data:`TAG_KINDS`."""
+    if kind not in TAG_KINDS:
+        raise ValueError(f"Unknown tag kind {kind!r}; valid kinds: {list(TAG_KINDS)}.")
     parts = [PREFIX, *([instance] if instance else []), kind, *([name] if name else [])]
     return "/".join(parts)
 
@@ -60,15 +74,15 @@ def parse_tag(tag: str) -> Tag:
     if not parts or parts[0] != PREFIX:
         return Tag("", "", tag)
     rest = parts[1:]
-    if rest and rest[0] in KINDS:
+    if rest and rest[0] in TAG_KINDS:
         return Tag("", rest[0], "/".join(rest[1:]))
-    if len(rest) >= 2 and rest[1] in KINDS:
+    if len(rest) >= 2 and rest[1] in TAG_KINDS:
         return Tag(rest[0], rest[1], "/".join(rest[2:]))
     return Tag("", "", "/".join(rest))
 
 
 def tag_order(tags: Iterable[str]) -> list[str]:
-    """Tags in reading order: by instance (first seen first), then kind as in :data:`KINDS`, anything else last;
+    """Tags in reading order: by instance (first seen first), then kind as in :data:`TAG_KINDS`, anything else last;
     first-seen order within a kind (the order CNNSee logs its layers: by depth)."""
     tags = list(dict.fromkeys(tags))
     instances = list(dict.fromkeys(parse_tag(tag).instance for tag in tags))
@@ -76,7 +90,7 @@ def tag_order(tags: Iterable[str]) -> list[str]:
     def key(item: tuple[int, str]) -> tuple[int, int, int]:
         index, tag = item
         parsed = parse_tag(tag)
-        kind = KINDS.index(parsed.kind) if parsed.kind in KINDS else len(KINDS)
+        kind = TAG_KINDS.index(parsed.kind) if parsed.kind in TAG_KINDS else len(TAG_KINDS)
         return (instances.index(parsed.instance), kind, index)
 
     return [tag for _, tag in sorted(enumerate(tags), key=key)]
