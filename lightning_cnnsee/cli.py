@@ -174,6 +174,19 @@ def demo_replay_command(checkpoints: str, logdir: str) -> str:
     )
 
 
+def add_progress_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--progress`` / ``--no-progress``: ``what`` on stderr, by default only when stderr is a terminal."""
+    progress = parser.add_mutually_exclusive_group()
+    progress.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help=f"show {what} on stderr (default: only when stderr is a terminal)",
+    )
+    progress.add_argument("--no-progress", dest="progress", action="store_false", help=f"do not show {what}")
+
+
 def _add_review_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "logdir",
@@ -189,15 +202,7 @@ def _add_review_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="at most N steps per tag and run, evenly spaced, first and last kept (default: all)",
     )
-    progress = parser.add_mutually_exclusive_group()
-    progress.add_argument(
-        "--progress",
-        dest="progress",
-        action="store_true",
-        default=None,
-        help="show progress bars on stderr (default: only when stderr is a terminal)",
-    )
-    progress.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    add_progress_arguments(parser, "progress bars")
 
 
 def add_report_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -339,15 +344,7 @@ def add_replay_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_false",
         help="load checkpoints that hold other objects than tensors (only checkpoints you trust)",
     )
-    progress = parser.add_mutually_exclusive_group()
-    progress.add_argument(
-        "--progress",
-        dest="progress",
-        action="store_true",
-        default=None,
-        help="a progress bar over the checkpoints on stderr (default: only when stderr is a terminal)",
-    )
-    progress.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add_progress_arguments(parser, "a progress bar over the checkpoints")
     parser.set_defaults(handler=run_replay_command, accepts_overrides=True)
 
 

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -207,19 +207,7 @@ class _Window:
         return self.function(_layout(maps), self.padding)
 
     def boxed(self, box: _Box, out_shape: torch.Size) -> _Box | Tensor:
-        spans = [
-            _span(start, size, *params, extent)
-            for start, size, *params, extent in zip(
-                (box.top, box.left),
-                box.values.shape[-2:],
-                self.kernel,
-                self.stride,
-                self.padding,
-                self.dilation,
-                out_shape[-2:],
-                strict=True,
-            )
-        ]
+        spans = _spans(box, self, out_shape[-2:])
         reads = [
             ((first * stride - padding).tolist(), (length - 1) * stride + dilation * (kernel - 1) + 1)
             for (first, length), kernel, stride, padding, dilation in zip(
@@ -486,10 +474,10 @@ MOSTLY = 0.5
 cutting out and pasting boxes then costs more than the positions it saves."""
 
 
-def _mostly(box: _Box, keep: Tensor, window: _Window) -> bool:
-    height, width = keep.shape[-2:]
-    spans = [
-        _span(start, size, *params, extent)[1]
+def _spans(box: _Box, window: _Window, extents: Sequence[int]) -> list[tuple[Tensor, int]]:
+    """:func:`_span` of ``box`` through ``window`` along rows and columns, into maps of ``extents`` (height, width)."""
+    return [
+        _span(start, size, *params, extent)
         for start, size, *params, extent in zip(
             (box.top, box.left),
             box.values.shape[-2:],
@@ -497,11 +485,16 @@ def _mostly(box: _Box, keep: Tensor, window: _Window) -> bool:
             window.stride,
             window.padding,
             window.dilation,
-            (height, width),
+            extents,
             strict=True,
         )
     ]
-    return spans[0] * spans[1] > MOSTLY * height * width
+
+
+def _mostly(box: _Box, keep: Tensor, window: _Window) -> bool:
+    height, width = keep.shape[-2:]
+    (_, rows), (_, columns) = _spans(box, window, (height, width))
+    return rows * columns > MOSTLY * height * width
 
 
 def _copies(value):
