@@ -142,8 +142,12 @@ def main() -> None:
             saved["labels"] = callback.fixed.labels
             results = callback.last_results
             saved["filters"] = {k: (v.channels, v.images, v.activations) for k, v in results.filters.items()}
-            if results.classes is not None:
-                saved["classes"] = (results.classes.channels, results.classes.images, results.classes.activations)
+            if results.class_patterns is not None:
+                saved["classes"] = (
+                    results.class_patterns.channels,
+                    results.class_patterns.images,
+                    results.class_patterns.activations,
+                )
             saved["runs"] = callback.schedule.runs
         torch.save(saved, os.path.join(out, "result.pt"))
 

@@ -124,7 +124,7 @@ def test_visualize_gives_every_kind_for_bce_labels_and_the_true_class_map_of_a_w
     )
     results = visualize(model, images, labels, options)
     assert results.kind == "binary" and results.failures == {}
-    assert results.filters and results.classes is not None and results.activations
+    assert results.filters and results.class_patterns is not None and results.activations
     torch.testing.assert_close(results.cams_predicted["3"], cam(model, images, ["3"], predicted)["3"])
     torch.testing.assert_close(results.cams_true["3"], cam(model, images, ["3"], 1)["3"])
     assert sorted(results.attributions_true) == ["integrated_gradients", "saliency"]

@@ -100,7 +100,7 @@ def test_a_run_leaves_modes_gradients_statistics_parameters_and_hooks_as_they_we
     with torch.inference_mode():  # as in Lightning's validation loop
         results = visualize(model, x[:4], y[:4], Options(ascent_steps=3, num_samples=4))
     assert results.cams_predicted and results.cams_true and results.activations and results.filters
-    assert results.classes is not None
+    assert results.class_patterns is not None
 
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, before[name]), name

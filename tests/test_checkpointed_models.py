@@ -61,7 +61,7 @@ def test_every_kind_works_through_checkpointed_segments_and_matches_the_model_wi
     checkpointed.load_state_dict(plain.state_dict())
     expected, found = _run(plain), _run(checkpointed)
     assert sorted(found.cams_predicted) == ["block", "block.0"] and sorted(found.filters) == ["block.0"]
-    assert sorted(found.activations) == ["block.2"] and found.classes is not None
+    assert sorted(found.activations) == ["block.2"] and found.class_patterns is not None
     assert sorted(found.attributions_predicted) == ["integrated_gradients", "saliency"]
     for name in expected.cams_predicted:  # hooks inside the segment fire once, on the right activations
         torch.testing.assert_close(found.cams_predicted[name], expected.cams_predicted[name])

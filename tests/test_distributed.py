@@ -95,11 +95,13 @@ def test_patterns_split_across_ranks_equal_a_single_process_run(ddp_runs):
         scale = max(1.0, float(activations.abs().max()))
         torch.testing.assert_close(activations, single.filters[layer].activations, atol=bound * scale, rtol=0)
     shares = [int((ddp_runs["cnnsee"][0] / f"share_rank{rank}.txt").read_text()) for rank in (0, 1)]
-    total = sum(len(found.channels) for found in single.filters.values()) + len(single.classes.channels)
+    total = sum(len(found.channels) for found in single.filters.values()) + len(single.class_patterns.channels)
     assert shares == [-(-total // 2), total // 2]  # each rank optimized its half
     channels, images, activations = result["classes"]
-    assert channels == single.classes.channels
-    torch.testing.assert_close(images, single.classes.images, atol=float32_tolerance(4 * 2 * path_terms(model)), rtol=0)
+    assert channels == single.class_patterns.channels
+    torch.testing.assert_close(
+        images, single.class_patterns.images, atol=float32_tolerance(4 * 2 * path_terms(model)), rtol=0
+    )
 
 
 def test_faithfulness_split_across_ranks_equals_a_single_process_run(ddp_runs):
@@ -186,7 +188,7 @@ def test_visualizations_work_under_each_cpu_precision(tmp_path, precision):
     results = callback.last_results
     for cam in results.cams_predicted.values():
         assert cam.dtype == torch.float32 and torch.isfinite(cam).all()
-    for found in [*results.filters.values(), results.classes]:
+    for found in [*results.filters.values(), results.class_patterns]:
         assert found.images.dtype == torch.float32 and torch.isfinite(found.images).all()
         assert found.activations.abs().sum() > 0
 

@@ -171,7 +171,7 @@ def test_num_diverse_shows_that_many_different_patterns_per_channel(tmp_path):
     )
     fit(tmp_path, callback, max_epochs=1)
     results = callback.last_results
-    for found in [*results.filters.values(), results.classes]:
+    for found in [*results.filters.values(), results.class_patterns]:
         assert found.channels == [0, 0, 1, 1]  # channel-major, two images each
         assert not torch.equal(found.images[0], found.images[1])  # different starts, pushed apart
         assert found.images.shape[0] == 4 and found.activations.shape == (4,)
@@ -288,7 +288,7 @@ def test_a_segmentation_model_gets_the_predicted_mask_and_a_map_per_class(tmp_pa
     predicted = results.logits.argmax(dim=1)
     for image, cls in zip(images_index.tolist(), classes.tolist(), strict=True):
         assert bool((predicted[image] == cls).any())  # a map per class of the predicted mask
-    assert len(results.classes.channels) == 3  # class patterns: the output channels
+    assert len(results.class_patterns.channels) == 3  # class patterns: the output channels
 
 
 def test_one_hot_labels_of_a_classifier_given_its_kind_become_class_indices(tmp_path):

@@ -50,7 +50,7 @@ def test_cnnsee_under_cuda_mixed_precision_logs_finite_float32_images(tmp_path, 
     results = callback.last_results
     for cam in results.cams_predicted.values():
         assert cam.dtype == torch.float32 and torch.isfinite(cam).all()
-    for found in [*results.filters.values(), results.classes]:
+    for found in [*results.filters.values(), results.class_patterns]:
         assert found.images.dtype == torch.float32 and torch.isfinite(found.images).all()
         assert found.activations.abs().sum() > 0
 

@@ -106,7 +106,7 @@ def test_pick_layers_on_a_small_sequential_cnn() -> None:
     picks = pick_layers(small_cnn(), torch.rand(1, 3, 16, 16))
     assert picks.gradcam == ["3"]  # last (N, C, H, W) map before global pooling: ReLU after the last conv
     assert picks.features == ["0", "2"]  # only two convs: both
-    assert picks.classes == "6"
+    assert picks.class_layer == "6"
     assert picks.num_classes == 5
     assert picks.output_shapes["2"] == (1, 8, 12, 12)
     assert picks.output_shapes["4"] == (1, 8, 1, 1)
@@ -126,7 +126,7 @@ def test_pick_layers_takes_the_last_linear_with_as_many_units_as_classes() -> No
         )
     )
     picks = pick_layers(model, torch.rand(1, 3, 8, 8))
-    assert picks.classes == "last" and picks.num_classes == 5
+    assert picks.class_layer == "last" and picks.num_classes == 5
     assert picks.gradcam == ["conv"]
 
 
@@ -144,7 +144,7 @@ def test_pick_layers_skips_a_1x1_map_for_gradcam_and_spreads_many_convs() -> Non
     assert picks.gradcam == ["conv4"]  # "squash" gives a 1x1 map
     # Six convs (conv0..conv4, squash), three of them spread evenly from the first to the last.
     assert picks.features == ["conv0", "conv2", "squash"] or picks.features == ["conv0", "conv3", "squash"]
-    assert picks.classes == "head" and picks.num_classes == 3
+    assert picks.class_layer == "head" and picks.num_classes == 3
     assert pick_layers(model, torch.rand(1, 3, 8, 8), num_feature_layers=1).features == ["squash"]
 
 
@@ -152,7 +152,7 @@ def test_pick_layers_on_resnet18(resnet18: nn.Module) -> None:
     flags = {name: module.training for name, module in resnet18.named_modules()}
     picks = pick_layers(resnet18, torch.rand(1, 3, 64, 64))
     assert picks.gradcam == ["layer4"]
-    assert picks.classes == "fc"
+    assert picks.class_layer == "fc"
     assert picks.num_classes == 10
     conv_names = [name for name, module in resnet18.named_modules() if isinstance(module, nn.Conv2d)]
     assert len(conv_names) == 20
@@ -179,7 +179,7 @@ def test_pick_layers_finds_the_logits_in_a_tuple_output_with_output_key() -> Non
             return self.aux(features), self.classifier(features)
 
     picks = pick_layers(TwoHeads(), torch.rand(1, 3, 16, 16), output_key=1)
-    assert picks.num_classes == 7 and picks.classes == "classifier"
+    assert picks.num_classes == 7 and picks.class_layer == "classifier"
     assert picks.gradcam == ["body.3"]
 
 

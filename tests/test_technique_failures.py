@@ -49,7 +49,7 @@ def test_a_failing_attribution_method_keeps_every_other_kind(monkeypatch):
     assert results.failures == {"attributions/saliency": "RuntimeError: saliency broke"}
     assert list(results.attributions_predicted) == ["integrated_gradients"]
     assert list(results.attributions_true) == ["integrated_gradients"]
-    assert results.cams_predicted and results.activations and results.filters and results.classes is not None
+    assert results.cams_predicted and results.activations and results.filters and results.class_patterns is not None
     assert "integrated_gradients" in results.faithfulness and "saliency" not in results.faithfulness
 
 
@@ -64,7 +64,7 @@ def test_a_failing_filter_layer_keeps_the_other_layers_and_the_class_patterns(mo
     monkeypatch.setattr(visualization, "filter_ascent", filter_ascent)
     results = visualize(small_model(), torch.rand(2, 3, 12, 12), torch.tensor([0, 2]), OPTIONS)
     assert results.failures == {"filters/0": "RuntimeError: out of memory"}
-    assert sorted(results.filters) == ["2"] and results.classes is not None
+    assert sorted(results.filters) == ["2"] and results.class_patterns is not None
     assert results.filters["2"].images.abs().sum() > 0
 
 

@@ -433,7 +433,7 @@ def test_visualize_at_defaults_on_a_vit_shows_token_grid_activations_and_block_f
     assert all(maps.shape == (3, 32, 4, 4) for maps in results.activations.values())
     assert sorted(results.filters) == ["blocks.0", "blocks.1", "blocks.2"]
     assert results.filters["blocks.2"].images.shape == (2, 3, 32, 32)
-    assert results.classes.layer == "head" and results.classes.images.shape[0] == 2
+    assert results.class_patterns.layer == "head" and results.class_patterns.images.shape[0] == 2
     assert set(results.faithfulness["blocks"]) >= {"deletion_auc", "insertion_auc"}
 
 

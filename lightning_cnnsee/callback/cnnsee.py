@@ -45,7 +45,13 @@ from lightning_cnnsee.run.failures import describe_unit, merge_failures
 from lightning_cnnsee.run.localization import fixed_accuracy, localization_numbers, shortcut_message
 from lightning_cnnsee.run.objects import ObjectsError
 from lightning_cnnsee.run.options import Options, default_name
-from lightning_cnnsee.run.selection import LayerChoice, adopt_picks, check_layer_names, example_input, probe
+from lightning_cnnsee.run.selection import (
+    ChosenLayers,
+    automatic_picks,
+    check_layer_names,
+    choose_from_picks,
+    example_input,
+)
 from lightning_cnnsee.run.visualization import (
     Results,
     estimate_pattern_seconds,
@@ -230,7 +236,7 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
         self.fixed = FixedImages(num_samples, image_key, label_key, object_key)
         self.schedule = Schedule(every_n_epochs, every_n_steps, filters_every_n_runs, max_overhead)
         self.instance: str | None = name
-        self.choice: LayerChoice | None = None
+        self.choice: ChosenLayers | None = None
         self.sinks: ImageWriter = LogSinks()
         self.drift = DriftTracker()
         self._warned: set[str] = set()
@@ -256,7 +262,7 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
         if self.choice is None and (example := example_input(pl_module)) is not None:
             try:
                 with run_eagerly():
-                    picks = probe(pl_module, example, self.options)
+                    picks = automatic_picks(pl_module, example, self.options)
             except Exception:  # the model does not take this example: check on the first real images instead
                 picks = None
             if picks is not None:
@@ -266,7 +272,7 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
         (rank_zero_warn if self.sinks.falls_back else rank_zero_info)(trainer, self.sinks.describe())
 
     def _adopt(self, trainer: Any, picks: LayerPicks, channels: int) -> None:
-        self.choice = adopt_picks(picks, self.options, channels)
+        self.choice = choose_from_picks(picks, self.options, channels)
         rank_zero_info(
             trainer,
             f"CNNSee layers: {self.choice.describe()}. Set gradcam_layers=, filter_layers=, "
@@ -307,7 +313,7 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
         if self.choice is None and self.fixed.images is not None:  # no example input could be run at setup
             example = model_images(self.fixed.images, pl_module, count=1)
             with run_eagerly():
-                self._adopt(trainer, probe(pl_module, example, self.options), int(example.shape[1]))
+                self._adopt(trainer, automatic_picks(pl_module, example, self.options), int(example.shape[1]))
 
     def _settle_normalization(self, trainer: Any) -> None:
         """Once the images are shared: the normalization of the loader they came from (every rank, same point)."""

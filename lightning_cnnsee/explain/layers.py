@@ -10,7 +10,7 @@ Example::
     >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),
     ...                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
     >>> picks = pick_layers(model, torch.rand(1, 3, 16, 16))
-    >>> picks.gradcam, picks.features, picks.classes
+    >>> picks.gradcam, picks.features, picks.class_layer
     (['3'], ['0', '2'], '6')
 """
 
@@ -161,7 +161,7 @@ class LayerPicks:
 
     gradcam: list[str] = field(default_factory=list)
     features: list[str] = field(default_factory=list)
-    classes: str | None = None
+    class_layer: str | None = None
     num_classes: int | None = None
     output_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     cam_method: str = "gradcam"
@@ -268,10 +268,10 @@ def pick_layers(
             and isinstance(out, torch.Tensor)
             and out.shape[-1] == num_classes
         ):
-            picks.classes = name
+            picks.class_layer = name
             break
     if layout.readout is not None and len(layout.readout) > 1:
-        picks.classes = None  # DeiT averages two heads: class patterns ascend the model's output
+        picks.class_layer = None  # DeiT averages two heads: class patterns ascend the model's output
     picks.output_shapes = {
         name: maps.get(name, tuple(out.shape)) for name, module, out, _ in order[:-1] if isinstance(out, torch.Tensor)
     }

@@ -448,8 +448,8 @@ def render_results(
     for layer, found in results.filters.items():
         captions = [f"ch {c}\n{a:.2f}" for c, a in zip(found.channels, found.activations.tolist(), strict=True)]
         rendered[make_tag("filters", layer, instance=instance)] = render_patterns(found.images, captions)
-    if results.classes is not None:
-        found = results.classes
+    if results.class_patterns is not None:
+        found = results.class_patterns
         captions = [
             f"{class_name(c, names)}\n{a:.2f}" for c, a in zip(found.channels, found.activations.tolist(), strict=True)
         ]

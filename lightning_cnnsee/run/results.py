@@ -58,7 +58,7 @@ class Results:
     measured_images: list[int] = field(default_factory=list)
     activations: dict[str, Tensor] = field(default_factory=dict)
     filters: dict[str, AscentResult] = field(default_factory=dict)
-    classes: AscentResult | None = None
+    class_patterns: AscentResult | None = None
     pattern_jobs: list[PatternJob] = field(default_factory=list)
     pattern_images: Tensor | None = None
     pattern_activations: Tensor | None = None

@@ -12,7 +12,7 @@ Example::
     >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),
     ...                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
     >>> choice = choose_layers(model, torch.rand(1, 3, 16, 16), Options())
-    >>> choice.gradcam, choice.filters, choice.activations, choice.classes, choice.num_classes
+    >>> choice.gradcam, choice.filters, choice.activations, choice.class_layer, choice.num_classes
     (['3'], ['0', '2'], ['0', '2'], '6', 5)
 """
 
@@ -29,17 +29,24 @@ from lightning_cnnsee.explain.layers import LayerPicks, device_and_dtype, pick_l
 from lightning_cnnsee.run.options import Options
 from lightning_cnnsee.vocabulary.choices import AUTO_CAM_METHOD
 
-__all__ = ["LayerChoice", "adopt_picks", "check_layer_names", "choose_layers", "example_input", "probe"]
+__all__ = [
+    "ChosenLayers",
+    "automatic_picks",
+    "check_layer_names",
+    "choose_from_picks",
+    "choose_layers",
+    "example_input",
+]
 
 
 @dataclass
-class LayerChoice:
+class ChosenLayers:
     """The layers of each technique, and what the probe saw of the model."""
 
     gradcam: list[str] = field(default_factory=list)
     filters: list[str] = field(default_factory=list)
     activations: list[str] = field(default_factory=list)
-    classes: str | None = None
+    class_layer: str | None = None
     num_classes: int | None = None
     output_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     cam_method: str = "gradcam"
@@ -50,7 +57,7 @@ class LayerChoice:
         why = f" ({self.reason})" if self.reason else ""
         return (
             f"CAM {self.cam_method} on {self.gradcam}{why}, filters {self.filters}, activations {self.activations}, "
-            f"classes {self.classes or 'model output'} ({self.num_classes} classes)"
+            f"classes {self.class_layer or 'model output'} ({self.num_classes} classes)"
         )
 
 
@@ -66,30 +73,30 @@ def check_layer_names(module: nn.Module, options: Options) -> None:
             raise ValueError(f"CNNSee({option}=...): {error}") from None
 
 
-def choose_layers(module: nn.Module, example: Tensor, options: Options) -> LayerChoice:
+def choose_layers(module: nn.Module, example: Tensor, options: Options) -> ChosenLayers:
     """Pick and check the layers of every technique by running ``module`` once on ``example`` (one input is enough).
 
     Raises ``ValueError`` for a configuration that cannot work with this model, naming the option.
     """
-    return adopt_picks(probe(module, example, options), options, int(example.shape[1]))
+    return choose_from_picks(automatic_picks(module, example, options), options, int(example.shape[1]))
 
 
-def probe(module: nn.Module, example: Tensor, options: Options) -> LayerPicks:
+def automatic_picks(module: nn.Module, example: Tensor, options: Options) -> LayerPicks:
     """The automatic picks of :func:`~lightning_cnnsee.explain.layers.pick_layers`, from one eval-mode pass without a
     graph."""
     with gradients_enabled(), eval_mode(module), torch.no_grad():
         return pick_layers(module, example[:1], output_key=options.output_key)
 
 
-def adopt_picks(picks: LayerPicks, options: Options, channels: int) -> LayerChoice:
+def choose_from_picks(picks: LayerPicks, options: Options, channels: int) -> ChosenLayers:
     """The user's layers where given, ``picks`` for the rest, checked against what the probe saw; images have
     ``channels`` channels."""
     automatic = options.layers if options.layers is not None else picks.features
-    choice = LayerChoice(
+    choice = ChosenLayers(
         gradcam=list(options.gradcam_layers or options.layers or picks.gradcam),
         filters=list(options.filter_layers or automatic),
         activations=list(options.activation_layers or automatic),
-        classes=options.class_layer or picks.classes,
+        class_layer=options.class_layer or picks.class_layer,
         num_classes=picks.num_classes,
         output_shapes=picks.output_shapes,
         rollout_layers=picks.rollout_layers,
@@ -105,7 +112,7 @@ def adopt_picks(picks: LayerPicks, options: Options, channels: int) -> LayerChoi
     return choice
 
 
-def _check(choice: LayerChoice, options: Options, channels: int) -> None:
+def _check(choice: ChosenLayers, options: Options, channels: int) -> None:
     shapes = choice.output_shapes
     maps = [name for name, shape in shapes.items() if len(shape) == 4]
 

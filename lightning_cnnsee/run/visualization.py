@@ -14,7 +14,7 @@ Example::
     >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
     ...                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
     >>> results = visualize(model, torch.rand(2, 3, 16, 16), torch.tensor([0, 3]), Options(ascent_steps=2))
-    >>> sorted(results.cams_predicted), sorted(results.filters), results.classes.channels
+    >>> sorted(results.cams_predicted), sorted(results.filters), results.class_patterns.channels
     (['3'], ['0', '2'], [0, 1, 2, 3])
 """
 
@@ -41,7 +41,7 @@ from lightning_cnnsee.run.failures import contained
 from lightning_cnnsee.run.localization import measure_localization
 from lightning_cnnsee.run.options import Options
 from lightning_cnnsee.run.results import PatternJob, Results, explained_maps
-from lightning_cnnsee.run.selection import LayerChoice, choose_layers
+from lightning_cnnsee.run.selection import ChosenLayers, choose_layers
 from lightning_cnnsee.run.shares import split_jobs, unsplit
 
 #: The kinds of model whose maps are one per image (the predicted and the true class), shared among ranks by image.
@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 
-def pattern_jobs(choice: LayerChoice, options: Options) -> list[PatternJob]:
+def pattern_jobs(choice: ChosenLayers, options: Options) -> list[PatternJob]:
     """Every filter and class pattern of a run, in a fixed order (filters by layer, then classes)."""
     jobs: list[PatternJob] = []
     if "filters" in options.techniques:
@@ -73,7 +73,7 @@ def pattern_jobs(choice: LayerChoice, options: Options) -> list[PatternJob]:
                 jobs.append(PatternJob(layer, channel, "filters"))
     if "classes" in options.techniques and choice.num_classes:
         for channel in options.classes or range(min(options.max_classes, choice.num_classes)):
-            jobs.append(PatternJob(choice.classes, channel, "classes"))
+            jobs.append(PatternJob(choice.class_layer, channel, "classes"))
     return jobs
 
 
@@ -103,7 +103,7 @@ def visualize(
     labels: Tensor | None = None,
     options: Options | None = None,
     *,
-    choice: LayerChoice | None = None,
+    choice: ChosenLayers | None = None,
     include_maps: bool = True,
     include_patterns: bool = True,
     rank: int = 0,
@@ -185,7 +185,7 @@ def _explain(
     scores: Tensor,
     labels: Tensor | None,
     options: Options,
-    choice: LayerChoice,
+    choice: ChosenLayers,
     results: Results,
 ) -> None:
     """The CAMs and attributions of ``inputs`` (whose model outputs are ``scores``), for ``results.kind``."""
@@ -241,7 +241,7 @@ def segmentation_targets(scores: Tensor, per_image: int) -> tuple[Tensor, Tensor
     return torch.tensor(images, **as_long), torch.tensor(classes, **as_long)
 
 
-def attribution_settings(method: str, inputs: Tensor, choice: LayerChoice) -> dict[str, object]:
+def attribution_settings(method: str, inputs: Tensor, choice: ChosenLayers) -> dict[str, object]:
     """What CNNSee gives :func:`~lightning_cnnsee.explain.attributions.attribute` beyond Captum's defaults: occlusion's
     window (an eighth of the image, moved by half a window), guided Grad-CAM's layer (the last Grad-CAM layer)."""
     channels, height, width = inputs.shape[1:]
@@ -370,7 +370,7 @@ def _ascend_layer(
 
 
 def gather_patterns(results: Results, gather: Callable[[Tensor], Tensor] = lambda t: t[None]) -> Results:
-    """Put every rank's patterns into ``results.filters`` and ``results.classes``.
+    """Put every rank's patterns into ``results.filters`` and ``results.class_patterns``.
 
     ``gather`` stacks a tensor of every rank along a new first dimension, in rank order (one call for the images,
     one for the activations); the default is the single-process identity.
@@ -391,7 +391,7 @@ def gather_patterns(results: Results, gather: Callable[[Tensor], Tensor] = lambd
             activations=activations[indices].flatten(),
         )
         if key[0] == "classes":
-            results.classes = found
+            results.class_patterns = found
         else:
             results.filters[str(key[1])] = found
     results.pattern_images = results.pattern_activations = None
@@ -399,7 +399,7 @@ def gather_patterns(results: Results, gather: Callable[[Tensor], Tensor] = lambd
 
 
 def estimate_pattern_seconds(
-    module: nn.Module, images: Tensor, choice: LayerChoice, options: Options, rank: int = 0, world_size: int = 1
+    module: nn.Module, images: Tensor, choice: ChosenLayers, options: Options, rank: int = 0, world_size: int = 1
 ) -> float:
     """This rank's share of a run's pattern ascent, in seconds, timed at 0 and 1 steps (about two steps of work)
     and extrapolated to ``options.ascent_steps``."""
