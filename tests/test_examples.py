@@ -169,6 +169,7 @@ EVERY_OPTION = {
     "faithfulness_steps": 5,
     "model_kind": "classification",
     "max_classes_per_image": 2,
+    "object_key": "boxes",
 }
 
 
