@@ -402,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``cnnsee`` argument parser, one subparser per subcommand."""
     parser = argparse.ArgumentParser(
         prog="cnnsee",
-        description="See what your CNN sees while it trains: Grad-CAM, filter ascent and activations in TensorBoard.",
+        description="See what your model sees while it trains: CAMs, attributions, filter ascent, activations and "
+        "shortcut warnings in TensorBoard, W&B, MLflow or PNG folders.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", required=True)
     add_demo_parser(subparsers)
