@@ -129,9 +129,9 @@ def chart_key(tag: str) -> tuple[tuple[str, str, str, str], str, bool]:
         >>> chart_key("cnnsee/overhead")
         (('', 'overhead', '', 'overhead'), 'overhead', False)
     """
-    instance, kind, name = parse_tag(tag)
-    subject, _, last = name.rpartition("/")
-    if not name:
+    instance, kind, rest = parse_tag(tag)  # rest: the layer or method, then the metric
+    subject, _, last = rest.rpartition("/")
+    if not rest:
         return (instance, kind, "", kind), kind or tag, False
     if kind == "faithfulness":
         base, reference = _reference_base(last)

@@ -150,7 +150,7 @@ class ReportPage:
         self.beside: dict[str, list[Chart]] = {}
         for tag in self.tags:
             parsed = parse_tag(tag)
-            mine = [c for c in charts if c.subject and (c.instance, c.subject) == (parsed.instance, parsed.name)]
+            mine = [c for c in charts if c.subject and (c.instance, c.subject) == (parsed.instance, parsed.subject)]
             if mine:
                 self.beside[tag] = mine
                 charts = [c for c in charts if all(c is not chart for chart in mine)]

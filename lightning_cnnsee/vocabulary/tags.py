@@ -1,8 +1,9 @@
 """The names CNNSee logs under: one vocabulary for the callback, the writers and the review, without torch.
 
-A tag is ``cnnsee/<kind>/<name>``: the prefix, the kind of picture or number (``gradcam``, ``filters``, ...), and
-the layer or method it shows (``classes`` and the overhead scalars have no name). Several CNNSee callbacks in one
-Trainer keep apart by an instance name, which goes right after the prefix: ``cnnsee/<instance>/<kind>/<name>``.
+A tag is ``cnnsee/<kind>/<subject>``: the prefix, the kind of picture or number (``gradcam``, ``filters``, ...), and
+its subject, the layer or method it shows (``classes`` and the overhead scalars have none). Several CNNSee callbacks
+in one Trainer keep apart by their instance, which goes right after the prefix: ``cnnsee/<instance>/<kind>/<subject>``
+(the instance is ``CNNSee(name=...)``, or a name made from the options that differ).
 
 Example::
 
@@ -12,7 +13,7 @@ Example::
     >>> make_tag("gradcam", "layer4", instance="layercam")
     'cnnsee/layercam/gradcam/layer4'
     >>> parse_tag("cnnsee/layercam/gradcam/layer4")
-    Tag(instance='layercam', kind='gradcam', name='layer4')
+    Tag(instance='layercam', kind='gradcam', subject='layer4')
     >>> path_parts("cnnsee/gradcam/blocks[0]/conv")
     ['cnnsee', 'gradcam', 'blocks_0_', 'conv']
 """
@@ -47,19 +48,19 @@ TAG_KINDS = IMAGE_KINDS + SCALAR_KINDS
 
 
 class Tag(NamedTuple):
-    """A parsed CNNSee tag: the instance (``""`` for an unnamed callback), the kind and the layer or method name
-    (``""`` when the kind has none)."""
+    """A parsed CNNSee tag: the instance (``""`` for an unnamed callback), the kind and the subject, the layer or
+    method (``""`` when the kind has none)."""
 
     instance: str
     kind: str
-    name: str
+    subject: str
 
 
-def make_tag(kind: str, name: str | None = None, *, instance: str | None = None) -> str:
-    """``cnnsee[/<instance>]/<kind>[/<name>]``; raises ``ValueError`` for a kind not in :data:`TAG_KINDS`."""
+def make_tag(kind: str, subject: str | None = None, *, instance: str | None = None) -> str:
+    """``cnnsee[/<instance>]/<kind>[/<subject>]``; raises ``ValueError`` for a kind not in :data:`TAG_KINDS`."""
     if kind not in TAG_KINDS:
         raise ValueError(f"Unknown tag kind {kind!r}; valid kinds: {list(TAG_KINDS)}.")
-    parts = [PREFIX, *([instance] if instance else []), kind, *([name] if name else [])]
+    parts = [PREFIX, *([instance] if instance else []), kind, *([subject] if subject else [])]
     return "/".join(parts)
 
 
@@ -69,7 +70,7 @@ def is_cnnsee_tag(tag: str) -> bool:
 
 
 def parse_tag(tag: str) -> Tag:
-    """Split a CNNSee tag into instance, kind and name (a tag of another shape gets kind ``""``)."""
+    """Split a CNNSee tag into instance, kind and subject (a tag of another shape gets kind ``""``)."""
     parts = tag.split("/")
     if not parts or parts[0] != PREFIX:
         return Tag("", "", tag)
