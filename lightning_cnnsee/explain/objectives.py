@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from lightning_cnnsee.explain.hooks import StopForward, get_modules, record_outputs, stop_hooks
 from lightning_cnnsee.explain.layers import OutputKey, select_output
-from lightning_cnnsee.explain.tokens import feature_map, token_layout
+from lightning_cnnsee.explain.tokens import TokenLayout, feature_map, token_layout
 
 __all__ = ["Layer", "Objective", "channel", "diversity", "forward_to", "neuron"]
 
@@ -371,11 +371,10 @@ def _check_channel_range(output: Tensor, channels: list[int | None], layer: Laye
         )
 
 
-def as_channels_first(model: nn.Module, module: nn.Module, value: Tensor, image_size: Sequence[int]) -> Tensor:
+def as_channels_first(layout: TokenLayout, module: nn.Module, value: Tensor) -> Tensor:
     """A transformer layer's output as (N, C, h, w) (tokens on their patch grid, NHWC stages permuted, see
     :func:`~lightning_cnnsee.explain.tokens.feature_map`), so that channel ``n`` is a channel; any other output
-    as it is."""
-    layout = token_layout(model, image_size)
+    as it is. ``layout`` is the model's :func:`~lightning_cnnsee.explain.tokens.token_layout` for the input."""
     if not layout.transformer or value.ndim not in (3, 4):
         return value
     try:
@@ -417,6 +416,14 @@ def forward_to(
     # the stop hooks come after record_outputs' hooks, so those have recorded when a pass stops
     stopping = contextlib.nullcontext(lambda: None) if to_output else stop_hooks(model, names)
     modules = get_modules(model, names)
+    layouts: dict[tuple[int, ...], TokenLayout] = {}  # by input size: read from the model once, not at every step
+
+    def layout_of(inputs: Tensor) -> TokenLayout:
+        size = tuple(inputs.shape[-2:])
+        if size not in layouts:
+            layouts[size] = token_layout(model, size)
+        return layouts[size]
+
     with record_outputs(model, names) as recorded, stopping as arm:
 
         def forward(inputs: Tensor) -> dict[Layer, Tensor]:
@@ -432,7 +439,7 @@ def forward_to(
                     outputs[None] = select_output(output, output_key)
             for name in names:
                 value = _batched_output(recorded.get(name), name)
-                outputs[name] = as_channels_first(model, modules[name], value, inputs.shape[-2:])
+                outputs[name] = as_channels_first(layout_of(inputs), modules[name], value)
             return outputs
 
         yield forward
