@@ -433,3 +433,17 @@ def test_the_shortcut_rules(numbers, accuracy, tag):
     else:
         assert "shortcut" in message and f"cnnsee/mine/localization/features/{tag}" in message
         assert "cnnsee/mine/gradcam/features" in message
+
+
+def test_the_accuracy_behind_the_warning_reads_a_binary_classifiers_one_logit():
+    """A binary classifier's positive class is sigmoid(s) > 0.5: the accuracy that gates the shortcut warning counts
+    it as the captions and faithfulness do, not as an argmax over one column (always class 0)."""
+    from lightning_cnnsee.run.localization import fixed_accuracy
+    from lightning_cnnsee.run.results import Results
+
+    logits = torch.tensor([[2.0], [-1.0], [0.5], [-3.0]])  # predicted 1, 0, 1, 0
+    binary = Results(kind="binary", logits=logits)
+    assert fixed_accuracy(binary, torch.tensor([1, 0, 1, 0])) == 1.0
+    assert fixed_accuracy(binary, torch.tensor([1, 1, 1, 0])) == 0.75
+    two_classes = Results(kind="classification", logits=torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+    assert fixed_accuracy(two_classes, torch.tensor([1, 1])) == 0.5

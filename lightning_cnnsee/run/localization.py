@@ -28,7 +28,8 @@ import math
 from torch import Tensor
 
 from lightning_cnnsee.explain.localization import energy_inside, object_area, pointing_game, shared_spot
-from lightning_cnnsee.run.results import Results, explained_maps
+from lightning_cnnsee.explain.targets import class_probabilities
+from lightning_cnnsee.run.results import PER_IMAGE_KINDS, Results, explained_maps
 from lightning_cnnsee.vocabulary.tags import make_tag
 
 __all__ = [
@@ -88,12 +89,14 @@ def localization_numbers(results: Results) -> dict[str, dict[str, float]]:
 
 
 def fixed_accuracy(results: Results, labels: Tensor | None) -> float | None:
-    """The share of the images a classifier gets right (``None`` without class-index labels or logits)."""
-    if results.kind != "classification" or results.logits is None or labels is None or labels.ndim != 1:
+    """The share of the images a classifier (one logit per class, or one logit of a binary classifier) gets right
+    (``None`` without class-index labels or logits)."""
+    if results.kind not in PER_IMAGE_KINDS or results.logits is None or labels is None or labels.ndim != 1:
         return None
     if labels.shape[0] != results.logits.shape[0]:
         return None
-    return float((results.logits.argmax(dim=1).cpu() == labels.cpu()).float().mean())
+    predicted = class_probabilities(results.logits).argmax(dim=1)
+    return float((predicted.cpu() == labels.cpu()).float().mean())
 
 
 def shortcut_message(

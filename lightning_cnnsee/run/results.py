@@ -19,7 +19,11 @@ from torch import Tensor
 from lightning_cnnsee.explain.ascent import AscentResult
 from lightning_cnnsee.explain.attributions import attribution_map
 
-__all__ = ["PatternJob", "Results", "explained_maps"]
+__all__ = ["PER_IMAGE_KINDS", "PatternJob", "Results", "explained_maps"]
+
+
+#: The kinds of model whose maps are one per image (the predicted and the true class), shared among ranks by image.
+PER_IMAGE_KINDS = ("classification", "binary")
 
 
 class PatternJob(NamedTuple):

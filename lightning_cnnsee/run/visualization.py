@@ -40,12 +40,9 @@ from lightning_cnnsee.explain.targets import class_indices, class_probabilities,
 from lightning_cnnsee.run.failures import contained
 from lightning_cnnsee.run.localization import measure_localization
 from lightning_cnnsee.run.options import Options
-from lightning_cnnsee.run.results import PatternJob, Results, explained_maps
+from lightning_cnnsee.run.results import PER_IMAGE_KINDS, PatternJob, Results, explained_maps
 from lightning_cnnsee.run.selection import ChosenLayers, choose_layers
 from lightning_cnnsee.run.shares import split_jobs, unsplit
-
-#: The kinds of model whose maps are one per image (the predicted and the true class), shared among ranks by image.
-PER_IMAGE_KINDS = ("classification", "binary")
 
 __all__ = [
     "PER_IMAGE_DICTS",
