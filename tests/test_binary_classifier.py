@@ -4,15 +4,13 @@ positive logit for a positive prediction and its negative for a negative one (py
 
 from __future__ import annotations
 
-import copy
 import logging
 import warnings
 
-import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from tiny import read_images, trainer_kwargs
+from tiny import grad_cam_library_raw, read_images, trainer_kwargs
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -56,19 +54,8 @@ def images_of_both_signs(model: nn.Module, count: int = 6) -> torch.Tensor:
 
 def library_raw(cam_class, model, layer: str, images, categories) -> torch.Tensor:
     """pytorch-grad-cam's raw map (before its scaling) for BinaryClassifierOutputTarget(category) per image."""
-    model = copy.deepcopy(model)
-    module = dict(model.named_modules())[layer]
     targets = [BinaryClassifierOutputTarget(int(c)) for c in categories]
-    extractor = cam_class(model=model, target_layers=[module])
-    try:
-        outputs = extractor.activations_and_grads(images)
-        sum(target(output) for target, output in zip(targets, outputs, strict=True)).sum().backward()
-        gradients = extractor.activations_and_grads.gradients[0].numpy()
-        activations = extractor.activations_and_grads.activations[0].numpy()
-        raw = extractor.get_cam_image(images, module, targets, activations, gradients, False)
-    finally:
-        extractor.activations_and_grads.release()
-    return torch.from_numpy(np.maximum(raw, 0))
+    return grad_cam_library_raw(cam_class, model, layer, images, targets)
 
 
 @pytest.mark.parametrize("method, library", [("gradcam", GradCAM), ("gradcam++", GradCAMPlusPlus)])
