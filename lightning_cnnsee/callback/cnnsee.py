@@ -516,11 +516,10 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
                 f"{labels}); set model_kind= to say otherwise.",
             )
         drift = self.drift if "drift" in self.options.techniques else None
-        localization = "localization" in self.options.techniques
+        localization = localization_numbers(results) if "localization" in self.options.techniques else {}
         for tag, value in run_scalars(results, drift, instance=self.instance, localization=localization).items():
             self.sinks.add_scalar(tag, value, trainer.global_step)
-        if localization:
-            self._warn_shortcuts(trainer, results)
+        self._warn_shortcuts(trainer, results, localization)
         for verdict in failed_sanity_checks(self.drift, final=final) if drift is not None else ():
             if verdict.method not in self._warned:
                 self._warned.add(verdict.method)
@@ -537,10 +536,11 @@ class CNNSee(*CALLBACK_BASES):  # type: ignore[misc]
                     f"{cause}; every other kind was logged. Training goes on; CNNSee(strict=True) raises.",
                 )
 
-    def _warn_shortcuts(self, trainer: Any, results: Results) -> None:
-        """The shortcut warning (:func:`~lightning_cnnsee.run.localization.shortcut_message`), once per map."""
+    def _warn_shortcuts(self, trainer: Any, results: Results, localization: dict[str, dict[str, float]]) -> None:
+        """The shortcut warning (:func:`~lightning_cnnsee.run.localization.shortcut_message`), once per map, from its
+        ``localization`` numbers."""
         accuracy = fixed_accuracy(results, class_indices(self.fixed.labels, results.kind))
-        for name, numbers in localization_numbers(results).items():
+        for name, numbers in localization.items():
             kind = "gradcam" if name in results.cams_predicted else "attributions"
             message = shortcut_message(name, numbers, accuracy, kind=kind, instance=self.instance)
             if message is not None and f"shortcut {name}" not in self._warned:

@@ -16,8 +16,9 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from lightning_cnnsee.explain.drift import DriftTracker, SanityCheck
-from lightning_cnnsee.run.localization import localization_numbers
 from lightning_cnnsee.run.results import Results, explained_maps
 from lightning_cnnsee.vocabulary.tags import make_tag
 
@@ -25,14 +26,18 @@ __all__ = ["failed_sanity_checks", "run_scalars"]
 
 
 def run_scalars(
-    results: Results, drift: DriftTracker | None, *, instance: str | None = None, localization: bool = True
+    results: Results,
+    drift: DriftTracker | None,
+    *,
+    instance: str | None = None,
+    localization: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict[str, float]:
     """``{tag: value}`` of a run: the mean over the images of each faithfulness metric of each map, and of the same
-    metric for random maps (``<metric>_random``); with ``localization``, each map's localization
-    (:func:`~lightning_cnnsee.run.localization.localization_numbers`: ``energy_inside``, ``object_area``,
-    ``pointing_game`` with objects, ``spot_area`` and ``spot_edge`` always); with a ``drift`` tracker, each map's mean
-    Spearman correlation with its map at the first run (``vs_start``) and at the previous run (``vs_previous``),
-    after recording this run's."""
+    metric for random maps (``<metric>_random``); ``localization``, each map's localization numbers
+    (:func:`~lightning_cnnsee.run.localization.localization_numbers` of ``results``: ``energy_inside``,
+    ``object_area``, ``pointing_game`` with objects, the ``spot_*`` numbers always); with a ``drift`` tracker, each
+    map's mean Spearman correlation with its map at the first run (``vs_start``) and at the previous run
+    (``vs_previous``), after recording this run's."""
     numbers: dict[str, float] = {}
     for name, metrics in results.faithfulness.items():
         for metric, values in metrics.items():
@@ -41,7 +46,7 @@ def run_scalars(
             numbers[make_tag("faithfulness", f"{name}/{metric}_random", instance=instance)] = float(
                 reference.float().nanmean()
             )
-    for name, metrics in localization_numbers(results).items() if localization else ():
+    for name, metrics in (localization or {}).items():
         for metric, value in metrics.items():
             numbers[make_tag("localization", f"{name}/{metric}", instance=instance)] = value
     for name, maps in explained_maps(results).items() if drift is not None else ():
