@@ -159,7 +159,7 @@ def visualize(
             my_jobs = split_jobs(results.pattern_jobs, rank, world_size)
             per_rank = -(-len(results.pattern_jobs) // world_size)
             results.pattern_images, results.pattern_activations = ascend(
-                module, my_jobs, tuple(inputs.shape[1:]), options, pad_to=per_rank, failures=results
+                module, my_jobs, tuple(inputs.shape[1:]), options, pad_to=per_rank, failures_in=results
             )
         results.patterns_seconds = time.perf_counter() - started
     if world_size == 1:
@@ -323,18 +323,19 @@ def ascend(
     *,
     steps: int | None = None,
     pad_to: int = 0,
-    failures: Results | None = None,
+    failures_in: Results | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Images (max(len(jobs), pad_to), num_diverse, C, H, W) and activations (..., num_diverse) of ``jobs``, on the
-    CPU: one batched ascent per layer, in order (rows past ``len(jobs)`` stay zero). With ``failures``, a layer whose
-    ascent fails is recorded there (``filters/<layer>`` or ``classes``; its rows stay zero) and the others go on."""
+    CPU: one batched ascent per layer, in order (rows past ``len(jobs)`` stay zero). With ``failures_in`` (a run's
+    :class:`Results`), a layer whose ascent fails is recorded in its ``failures`` (``filters/<layer>`` or
+    ``classes``; its rows stay zero) and the others go on."""
     diverse = options.num_diverse
     images = torch.zeros(max(len(jobs), pad_to), diverse, *shape)
     activations = torch.zeros(images.shape[:2])
     for layer in dict.fromkeys(job.layer for job in jobs):
         indices = [i for i, job in enumerate(jobs) if job.layer == layer]
         unit = "classes" if jobs[indices[0]].kind == "classes" else f"filters/{layer}"
-        guard = contextlib.nullcontext() if failures is None else contained(failures, unit, options.strict)
+        guard = contextlib.nullcontext() if failures_in is None else contained(failures_in, unit, options.strict)
         with guard:
             found = _ascend_layer(module, layer, [jobs[i].channel for i in indices], shape, options, steps)
             images[indices] = found.images.cpu().view(len(indices), diverse, *shape)
