@@ -268,10 +268,10 @@ def attention_cams(
     results = []
     for index in range(len(target_sets)):
         maps = {}
+        gradients = dict(zip(names, gradient_sets[index], strict=True)) if needs_gradient else {}
         for layer, inside in per_layer.items():
             attention = [probabilities[name] for name in inside]
             if needs_gradient:
-                gradients = dict(zip(names, gradient_sets[index], strict=True))
                 relevance = _gradient_rollout(attention, [gradients[name] for name in inside])
             else:
                 relevance = _rollout(attention)
